@@ -1,0 +1,86 @@
+//! `outpost`: fetch windows and (later) the daemon. Argument parsing and error reporting only;
+//! the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use outpost::cli;
+use outpost::config::{Config, LoadError};
+use outpost::fetch::{self, AccountProgress};
+use outpost::progress::{self, LiveDisplay};
+
+#[derive(Parser)]
+#[command(version, about = "Brings POP3 mail into your own mail server over a slow or metered link")]
+struct Args {
+    /// Configuration file.
+    #[arg(short, long, global = true, env = "OUTPOST_CONFIG", default_value = "/etc/outpost/outpost.toml")]
+    config: PathBuf,
+    #[command(flatten)]
+    log: cli::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch every account (or one) now, in the foreground, and print a summary.
+    Fetch {
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Check the configuration and print every error found.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    args.log.init();
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e @ LoadError::Invalid { .. }) => {
+            eprintln!("{e}");
+            return cli::config_error();
+        }
+        Err(e) => {
+            eprintln!("outpost: {e}");
+            return cli::config_error();
+        }
+    };
+    let result = match args.command {
+        Command::CheckConfig => {
+            println!("{}: ok, {} account(s)", args.config.display(), config.accounts.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fetch { account } => fetch(config, account),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("outpost: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn fetch(config: Config, only: Option<String>) -> anyhow::Result<ExitCode> {
+    let accounts: Vec<_> = config
+        .accounts
+        .iter()
+        .filter(|a| only.as_deref().is_none_or(|name| a.name == name))
+        .map(|a| (a.clone(), AccountProgress::new(&a.name)))
+        .collect();
+    if accounts.is_empty() {
+        anyhow::bail!("no account named {:?} in the configuration", only.unwrap_or_default());
+    }
+    let spool = spool::Spool::open(&config.spool_dir).with_context(|| format!("opening the spool in {}", config.spool_dir.display()))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(async {
+        let display = LiveDisplay::start(accounts.iter().map(|(_, p)| Arc::clone(p)).collect());
+        let report = fetch::run_window(&config, &spool, &accounts).await;
+        display.finish().await;
+        report
+    });
+    print!("{}", progress::summary(&report));
+    Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,450 @@
+//! The configuration: one TOML file, read once at start, validated whole.
+//!
+//! `config/outpost.toml` in the repository is the commented reference for every key.
+
+mod reader;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+pub use reader::{parse_size, ConfigError};
+use reader::{Errors, Section};
+
+use crate::pop3::{AuthChoice, Mechanism, TlsMode};
+use crate::secret::Secret;
+
+/// The whole configuration, valid by construction.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the spool lives (queue, index, pickup, badmail).
+    pub spool_dir: PathBuf,
+    /// Domain given to sender addresses that have none.
+    pub default_domain: Option<String>,
+    pub fetch: FetchSettings,
+    pub local: LocalServer,
+    pub accounts: Vec<Account>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    /// Accounts fetched at once in a window.
+    pub concurrency: usize,
+}
+
+/// The site's own mail server, where the deliverer sends the spool.
+#[derive(Debug, Clone)]
+pub struct LocalServer {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    /// The name outpost gives in EHLO.
+    pub helo: Option<String>,
+}
+
+/// One external POP3 mailbox.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub server: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub user: String,
+    pub auth: AuthChoice,
+    pub secret: SecretSource,
+    /// Local addresses that receive this mailbox's mail.
+    pub deliver_to: Vec<String>,
+    /// Messages larger than this (by LIST) are left on the server and reported.
+    pub max_message_size: u64,
+    /// Leave messages on the server after spooling them.
+    pub keep: bool,
+    /// With `keep`: delete from the server once spooled this long ago.
+    pub delete_after: Option<Duration>,
+    /// Allows mechanisms that send the secret in clear over an unencrypted connection.
+    pub allow_insecure_auth: bool,
+    /// Limit for the connect and for every single read and write.
+    pub timeout: Duration,
+}
+
+/// Where a password or token comes from. Files and commands are read when a session starts, so a
+/// changed password or a refreshed OAuth token needs no restart.
+#[derive(Clone)]
+pub enum SecretSource {
+    Value(Secret),
+    File(PathBuf),
+    /// Run with `sh -c`; its first line of output is the secret.
+    Command(String),
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Value(_) => f.write_str("Value([redacted])"),
+            SecretSource::File(p) => f.debug_tuple("File").field(p).finish(),
+            SecretSource::Command(c) => f.debug_tuple("Command").field(c).finish(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read password_file {0}: {1}")]
+    File(PathBuf, std::io::Error),
+    #[error("password_command could not run: {0}")]
+    Spawn(std::io::Error),
+    #[error("password_command exited with {0}")]
+    Failed(std::process::ExitStatus),
+    #[error("password_command took longer than {0:?}")]
+    Timeout(Duration),
+    #[error("the secret is empty")]
+    Empty,
+}
+
+impl SecretSource {
+    /// The secret, now. A command gets 30 seconds.
+    pub async fn resolve(&self) -> Result<Secret, SecretError> {
+        let text = match self {
+            SecretSource::Value(s) => return Ok(s.clone()),
+            SecretSource::File(path) => tokio::fs::read_to_string(path).await.map_err(|e| SecretError::File(path.clone(), e))?,
+            SecretSource::Command(cmd) => {
+                let limit = Duration::from_secs(30);
+                let child = tokio::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .kill_on_drop(true)
+                    .output();
+                let output = tokio::time::timeout(limit, child)
+                    .await
+                    .map_err(|_| SecretError::Timeout(limit))?
+                    .map_err(SecretError::Spawn)?;
+                if !output.status.success() {
+                    return Err(SecretError::Failed(output.status));
+                }
+                String::from_utf8_lossy(&output.stdout).into_owned()
+            }
+        };
+        let first = text.lines().next().unwrap_or_default().trim_end_matches('\r');
+        if first.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        Ok(Secret::new(first))
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{path}: {count} error(s):\n{}", list.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: PathBuf, count: usize, list: Vec<ConfigError> },
+}
+
+impl Config {
+    /// Reads and validates `path`. Warns when the file is readable by other users, since it may
+    /// hold passwords.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read(path.to_path_buf(), e))?;
+        warn_if_readable_by_others(path);
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|list| LoadError::Invalid { path: path.to_path_buf(), count: list.len(), list })
+    }
+
+    /// Parses and validates a configuration text; relative paths in it are taken from `base`.
+    /// Returns every error found, sorted by line.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
+        let doc = match toml_edit::Document::parse(text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let errors = Errors::new(text);
+                errors.push(e.span(), "(syntax)", e.message().to_string());
+                return Err(errors.into_vec());
+            }
+        };
+        let errors = Errors::new(text);
+        let top = Section::new(doc.as_table(), "", None, &errors);
+        let path = |p: String| base.join(p);
+
+        let spool_dir = top.required_string("spool_dir").map(path);
+        let default_domain = top.string("default_domain");
+        if let Some(domain) = &default_domain {
+            if !is_domain(domain) {
+                top.error("default_domain", format!("{domain:?} is not a domain name"));
+            }
+        }
+        let fetch = FetchSettings {
+            concurrency: top
+                .section("fetch")
+                .map(|s| {
+                    let n = s.integer("concurrency", 1..=64).unwrap_or(4);
+                    s.finish();
+                    n as usize
+                })
+                .unwrap_or(4),
+        };
+        let local = read_local(top.section("local"));
+
+        let mut accounts = Vec::new();
+        match top.item("account") {
+            None => top.error("account", "no [[account]] is configured: add at least one"),
+            Some(item) => match item.as_array_of_tables() {
+                None => top.error("account", "write each account as an [[account]] table"),
+                Some(array) => {
+                    for (i, table) in array.iter().enumerate() {
+                        let section = Section::new(table, format!("account[{}]", i + 1), table.span(), &errors);
+                        if let Some(account) = read_account(&section, base) {
+                            if accounts.iter().any(|a: &Account| a.name == account.name) {
+                                section.error("name", format!("another account is already named {:?}", account.name));
+                            }
+                            accounts.push(account);
+                        }
+                        section.finish();
+                    }
+                }
+            },
+        }
+        top.finish();
+        if !errors.is_empty() {
+            return Err(errors.into_vec());
+        }
+        Ok(Config {
+            spool_dir: spool_dir.expect("required key checked"),
+            default_domain,
+            fetch,
+            local,
+            accounts,
+        })
+    }
+}
+
+fn read_local(section: Option<Section>) -> LocalServer {
+    let mut local = LocalServer { host: "localhost".into(), port: 25, tls: TlsMode::None, ca_file: None, helo: None };
+    let Some(s) = section else { return local };
+    if let Some(host) = s.string("host") {
+        local.host = host;
+    }
+    local.tls = s.choice("tls", TLS_CHOICES).unwrap_or(TlsMode::None);
+    local.port = s
+        .integer("port", 1..=65535)
+        .map(|p| p as u16)
+        .unwrap_or(if local.tls == TlsMode::Implicit { 465 } else { 25 });
+    local.ca_file = s.string("ca_file").map(PathBuf::from);
+    local.helo = s.string("helo");
+    s.finish();
+    local
+}
+
+const TLS_CHOICES: &[(&str, TlsMode)] =
+    &[("implicit", TlsMode::Implicit), ("starttls", TlsMode::StartTls), ("none", TlsMode::None)];
+
+fn read_account(s: &Section, base: &Path) -> Option<Account> {
+    let name = s.required_string("name");
+    if let Some(name) = &name {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
+            s.error("name", format!("{name:?}: use letters, digits and - _ . @ only"));
+        }
+    }
+    let server = s.required_string("server");
+    let tls = s.choice("tls", TLS_CHOICES);
+    if !s.has("tls") {
+        s.error("tls", "is required: \"implicit\" (POP3S, port 995), \"starttls\" or \"none\"");
+    }
+    let port = s.integer("port", 1..=65535).map(|p| p as u16);
+    let user = s.required_string("user");
+    let mut auth_choices: Vec<(&str, AuthChoice)> = vec![("auto", AuthChoice::Auto)];
+    auth_choices.extend(Mechanism::ALL.iter().map(|&m| (m.config_name(), AuthChoice::Exact(m))));
+    let auth = s.choice("auth", &auth_choices).unwrap_or(AuthChoice::Auto);
+
+    let sources: Vec<&str> = ["password", "password_file", "password_command"].into_iter().filter(|k| s.has(k)).collect();
+    let secret = match sources.as_slice() {
+        [] => {
+            s.error("password", "one of password, password_file or password_command is required");
+            None
+        }
+        ["password"] => s.string("password").map(|p| SecretSource::Value(Secret::new(p))),
+        ["password_file"] => s.string("password_file").map(|p| SecretSource::File(base.join(p))),
+        ["password_command"] => s.string("password_command").map(SecretSource::Command),
+        _ => {
+            for k in &sources {
+                s.item(k);
+            }
+            s.error(sources[1], format!("give only one of {}", sources.join(", ")));
+            None
+        }
+    };
+
+    let deliver_to = s.string_list("deliver_to");
+    match &deliver_to {
+        None if !s.has("deliver_to") => s.error("deliver_to", "is required: the local address(es) that get this mailbox's mail"),
+        Some(list) if list.is_empty() => s.error("deliver_to", "needs at least one address"),
+        Some(list) => {
+            for addr in list.iter().filter(|a| !crate::envelope::is_valid_address(a)) {
+                s.error("deliver_to", format!("{addr:?} is not an address of the form user@domain"));
+            }
+        }
+        None => {}
+    }
+    let max_message_size = s.size("max_message_size").unwrap_or(10_000_000);
+    let keep = s.boolean("keep").unwrap_or(false);
+    let delete_after = s.duration("delete_after");
+    if s.has("delete_after") && !keep {
+        s.error("delete_after", "only makes sense with keep = true (without keep, mail is deleted once spooled)");
+    }
+    let allow_insecure_auth = s.boolean("allow_insecure_auth").unwrap_or(false);
+    let timeout = s.duration("timeout").unwrap_or(Duration::from_secs(60));
+    if timeout.is_zero() {
+        s.error("timeout", "must be more than zero");
+    }
+    let ca_file = s.string("ca_file").map(|p| base.join(p));
+    if let Some(path) = &ca_file {
+        if !path.is_file() {
+            s.error("ca_file", format!("{} does not exist", path.display()));
+        }
+    }
+    if let (Some(TlsMode::None), AuthChoice::Exact(m)) = (tls, auth) {
+        if m.reveals_secret() && !allow_insecure_auth {
+            s.error(
+                "auth",
+                format!(
+                    "{} sends the secret in clear and tls = \"none\": use tls, a challenge-response mechanism \
+                     (apop, cram-md5, ntlm), or set allow_insecure_auth = true",
+                    m.config_name()
+                ),
+            );
+        }
+    }
+    let tls = tls?;
+    Some(Account {
+        name: name?,
+        server: server?,
+        port: port.unwrap_or(if tls == TlsMode::Implicit { 995 } else { 110 }),
+        tls,
+        ca_file,
+        user: user?,
+        auth,
+        secret: secret?,
+        deliver_to: deliver_to?,
+        max_message_size,
+        keep,
+        delete_after,
+        allow_insecure_auth,
+        timeout,
+    })
+}
+
+fn is_domain(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('.').all(|label| {
+            !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(file = %path.display(), "the configuration is readable by every user; it may hold passwords (chmod 600 or 640)");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_: &Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+spool_dir = "/var/spool/outpost"
+default_domain = "example.org"
+
+[[account]]
+name = "office"
+server = "pop.example.net"
+tls = "implicit"
+user = "office@example.net"
+password = "secret"
+deliver_to = "office@example.org"
+"#;
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let config = Config::parse(GOOD, Path::new("/etc/outpost")).unwrap();
+        let account = &config.accounts[0];
+        assert_eq!(account.port, 995);
+        assert_eq!(account.max_message_size, 10_000_000);
+        assert_eq!(account.auth, AuthChoice::Auto);
+        assert_eq!(account.deliver_to, ["office@example.org"]);
+        assert_eq!(config.fetch.concurrency, 4);
+        assert!(!format!("{config:?}").contains("secret\""));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key_and_line() {
+        let text = r#"
+spool_dir = "/tmp/x"
+colour = "blue"
+
+[[account]]
+name = "a"
+server = "pop.example.net"
+tls = "none"
+port = 99999
+user = "u"
+password = "p"
+auth = "plain"
+deliver_to = ["not an address"]
+max_message_size = "ten"
+delete_after = "soon"
+"#;
+        let errors = Config::parse(text, Path::new("/")).unwrap_err();
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let expect = [
+            "line 3: colour: unknown key",
+            "line 9: account[1].port: 99999 is out of range",
+            "line 12: account[1].auth: plain sends the secret in clear",
+            "line 13: account[1].deliver_to: \"not an address\"",
+            "line 14: account[1].max_message_size:",
+            "line 15: account[1].delete_after: \"soon\" is not a duration",
+        ];
+        for want in expect {
+            assert!(shown.iter().any(|s| s.starts_with(want)), "missing {want:?} in {shown:#?}");
+        }
+        assert!(shown.iter().any(|s| s.contains("delete_after: only makes sense with keep")), "{shown:#?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let errors = Config::parse("spool_dir = \"x\"\n[[account]\n", Path::new("/")).unwrap_err();
+        assert_eq!(errors[0].line, 2);
+    }
+
+    #[test]
+    fn missing_pieces_are_named() {
+        let errors = Config::parse("spool_dir = \"x\"\n[[account]]\nname = \"a\"\n", Path::new("/")).unwrap_err();
+        let shown = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+        for key in ["server", "tls", "user", "password", "deliver_to"] {
+            assert!(shown.contains(&format!("account[1].{key}")), "{key} not in {shown}");
+        }
+    }
+
+    #[tokio::test]
+    async fn secrets_from_files_and_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pass");
+        std::fs::write(&file, "from-file\n").unwrap();
+        assert_eq!(SecretSource::File(file).resolve().await.unwrap().expose(), "from-file");
+        let cmd = SecretSource::Command("printf 'from-command\\nignored'".into());
+        assert_eq!(cmd.resolve().await.unwrap().expose(), "from-command");
+        assert!(SecretSource::Command("exit 3".into()).resolve().await.is_err());
+        assert!(matches!(SecretSource::Command("true".into()).resolve().await, Err(SecretError::Empty)));
+    }
+}

@@ -1,0 +1,419 @@
+//! The fetcher: one POP3 session per account, every message streamed into the spool, and a
+//! message deleted from the server only after the spool commit that holds it.
+//!
+//! With PIPELINING (RFC 2449 §6.6) a window of `RETR` and `DELE` commands is kept in flight, each
+//! burst written at once, so that a long round trip is paid once per session, not once per message.
+//! Without it the same loop runs with a window of one command (lock-step).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use spool::{AccountRecord, Envelope, Origin, Spool, SpoolError, Spooled, UidlSet};
+use tokio::sync::Semaphore;
+
+use crate::config::{Account, Config, SecretError};
+use crate::envelope;
+use crate::pop3::reply::Reply;
+use crate::pop3::{ConnectOptions, Listed, Pop3Error, Session};
+
+/// Commands kept in flight when the server pipelines. Enough to cover a satellite link's
+/// bandwidth-delay product with small messages; RETR replies stream, so it costs no memory.
+const PIPELINE_WINDOW: usize = 32;
+
+/// A spool commit (fsync + index flush) is made at least this often while downloads continue...
+const COMMIT_EVERY_MESSAGES: usize = 32;
+/// ...or once this many bytes are waiting, so that deletions are not held back for long.
+const COMMIT_EVERY_BYTES: u64 = 8 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Pop3(#[from] Pop3Error),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("secret: {0}")]
+    Secret(#[from] SecretError),
+    #[error("the server has no UIDL command, so keep = true cannot work (messages would be fetched again every time)")]
+    KeepWithoutUidl,
+    #[error("internal error: {0}")]
+    Task(String),
+}
+
+impl FetchError {
+    /// An authentication failure: the case a person must hear about (a changed password).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, FetchError::Pop3(Pop3Error::AuthFailed { .. }) | FetchError::Secret(_))
+    }
+}
+
+/// Live counters of one account's session, read by the progress display.
+#[derive(Debug, Default)]
+pub struct AccountProgress {
+    pub name: String,
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    /// What the session plans to download (known after UIDL/LIST).
+    pub planned_messages: AtomicU64,
+    pub planned_bytes: AtomicU64,
+    pub phase: Mutex<&'static str>,
+}
+
+impl AccountProgress {
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(AccountProgress { name: name.to_string(), phase: Mutex::new("waiting"), ..Default::default() })
+    }
+
+    fn set_phase(&self, phase: &'static str) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+
+    pub fn phase(&self) -> &'static str {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The outcome of one account in one window.
+#[derive(Debug, Default)]
+pub struct AccountReport {
+    pub account: String,
+    /// Messages spooled.
+    pub fetched: u64,
+    /// Bytes of the messages spooled.
+    pub bytes: u64,
+    /// Messages deleted from the server (confirmed by QUIT).
+    pub deleted: u64,
+    /// Messages left on the server for being larger than the limit: (UIDL, size).
+    pub oversized: Vec<(String, u64)>,
+    /// How many of those were seen for the first time in this window.
+    pub new_oversized: usize,
+    /// Messages the server refused to hand over (`-ERR` to RETR); left on the server.
+    pub message_errors: Vec<String>,
+    /// Why the session failed, if it did. What was committed before stays committed.
+    pub error: Option<FetchError>,
+    /// Why the account was not tried (LOGIN-DELAY).
+    pub skipped: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl AccountReport {
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || !self.message_errors.is_empty()
+    }
+}
+
+/// The outcome of one window: every account's report.
+#[derive(Debug, Default)]
+pub struct WindowReport {
+    pub accounts: Vec<AccountReport>,
+    pub elapsed: Duration,
+}
+
+impl WindowReport {
+    pub fn failed(&self) -> bool {
+        self.accounts.iter().any(AccountReport::failed)
+    }
+    pub fn fetched(&self) -> u64 {
+        self.accounts.iter().map(|a| a.fetched).sum()
+    }
+    pub fn bytes(&self) -> u64 {
+        self.accounts.iter().map(|a| a.bytes).sum()
+    }
+}
+
+/// Fetches every account of `accounts` (at most `config.fetch.concurrency` at once) into `spool`.
+/// An account's failure never stops the others.
+pub async fn run_window(config: &Config, spool: &Spool, accounts: &[(Account, Arc<AccountProgress>)]) -> WindowReport {
+    let started = Instant::now();
+    let limit = Arc::new(Semaphore::new(config.fetch.concurrency));
+    let mut tasks = Vec::new();
+    for (account, progress) in accounts {
+        let (account, progress, spool, limit) = (account.clone(), progress.clone(), spool.clone(), limit.clone());
+        let default_domain = config.default_domain.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            fetch_account(&account, default_domain.as_deref(), &spool, &progress).await
+        }));
+    }
+    let mut reports = Vec::new();
+    for ((account, _), task) in accounts.iter().zip(tasks) {
+        reports.push(task.await.unwrap_or_else(|e| AccountReport {
+            account: account.name.clone(),
+            error: Some(FetchError::Task(e.to_string())),
+            ..Default::default()
+        }));
+    }
+    WindowReport { accounts: reports, elapsed: started.elapsed() }
+}
+
+/// One session with one account's server.
+pub async fn fetch_account(
+    account: &Account,
+    default_domain: Option<&str>,
+    spool: &Spool,
+    progress: &AccountProgress,
+) -> AccountReport {
+    let started = Instant::now();
+    let mut report = AccountReport { account: account.name.clone(), ..Default::default() };
+    let result = session(account, default_domain, spool, progress, &mut report).await;
+    if let Err(e) = result {
+        tracing::warn!(account = %account.name, error = %e, "fetch failed");
+        progress.set_phase("failed");
+        report.error = Some(e);
+    } else if report.skipped.is_none() {
+        progress.set_phase("done");
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// What to do with each listed message.
+struct Plan {
+    retrieve: VecDeque<Listed>,
+    delete: VecDeque<u32>,
+}
+
+fn login_too_soon(record: &AccountRecord, now: u64) -> Option<u64> {
+    let next = record.last_login? + record.login_delay?;
+    (now < next).then_some(next - now)
+}
+
+async fn session(
+    account: &Account,
+    default_domain: Option<&str>,
+    spool: &Spool,
+    progress: &AccountProgress,
+    report: &mut AccountReport,
+) -> Result<(), FetchError> {
+    let record = spool.account_record(&account.name)?;
+    if let Some(wait) = login_too_soon(&record, spool::now()) {
+        report.skipped = Some(format!("the server's LOGIN-DELAY allows the next login in {wait}s"));
+        progress.set_phase("skipped");
+        return Ok(());
+    }
+    let secret = account.secret.resolve().await?;
+    progress.set_phase("connecting");
+    let opts = ConnectOptions {
+        host: account.server.clone(),
+        port: account.port,
+        tls: account.tls,
+        ca_file: account.ca_file.clone(),
+        timeout: account.timeout,
+    };
+    let mut pop = Session::connect(&opts, &account.name).await?;
+    let login_delay = pop.capabilities().login_delay;
+    let record = AccountRecord { login_delay, ..record };
+    if let Some(wait) = login_too_soon(&record, spool::now()) {
+        report.skipped = Some(format!("the server's LOGIN-DELAY allows the next login in {wait}s"));
+        progress.set_phase("skipped");
+        spool.set_account_record(&account.name, &record)?;
+        return Ok(pop.quit().await?);
+    }
+    progress.set_phase("login");
+    pop.login(&account.user, &secret, account.auth, account.allow_insecure_auth).await?;
+    drop(secret);
+    spool.set_account_record(&account.name, &AccountRecord { last_login: Some(spool::now()), ..record })?;
+
+    progress.set_phase("listing");
+    let listed = pop.list_messages().await?;
+    let mut plan = make_plan(account, spool, listed, report)?;
+    progress.planned_messages.store(plan.retrieve.len() as u64, Ordering::Relaxed);
+    progress.planned_bytes.store(plan.retrieve.iter().map(|m| m.size).sum(), Ordering::Relaxed);
+    progress.set_phase("fetching");
+
+    let mut uncommitted = Vec::new();
+    let outcome = transfer(&mut pop, account, default_domain, spool, progress, &mut plan, &mut uncommitted, report).await;
+    // Messages that arrived whole before a failure are kept: committing them now marks their
+    // UIDLs seen, so the next session deletes them instead of downloading them again.
+    commit(spool, &mut uncommitted, account, &mut plan, report).await?;
+    outcome?;
+    progress.set_phase("quit");
+    pop.quit().await?;
+    // Deletions count only now that QUIT was answered (RFC 1939 §6); until then they were provisional.
+    Ok(())
+}
+
+/// Commits the downloaded messages in one spool commit, then queues their deletion.
+async fn commit(
+    spool: &Spool,
+    uncommitted: &mut Vec<(Spooled, u32)>,
+    account: &Account,
+    plan: &mut Plan,
+    report: &mut AccountReport,
+) -> Result<(), FetchError> {
+    if uncommitted.is_empty() {
+        return Ok(());
+    }
+    let batch = std::mem::take(uncommitted);
+    let spool = spool.clone();
+    let batch = tokio::task::spawn_blocking(move || {
+        let spooled: Vec<Spooled> = batch.iter().map(|(s, _)| s.clone()).collect();
+        spool.commit(&spooled).map(|()| batch)
+    })
+    .await
+    .map_err(|e| FetchError::Task(e.to_string()))??;
+    for (spooled, number) in batch {
+        report.fetched += 1;
+        report.bytes += spooled.size;
+        if !account.keep {
+            plan.delete.push_back(number);
+        }
+    }
+    Ok(())
+}
+
+/// The RETR/DELE loop: keeps up to a window of commands in flight, commits downloaded messages in
+/// batches, and sends the DELE of a message only after the commit that holds it.
+#[allow(clippy::too_many_arguments)]
+async fn transfer(
+    pop: &mut Session,
+    account: &Account,
+    default_domain: Option<&str>,
+    spool: &Spool,
+    progress: &AccountProgress,
+    plan: &mut Plan,
+    uncommitted: &mut Vec<(Spooled, u32)>,
+    report: &mut AccountReport,
+) -> Result<(), FetchError> {
+    let window = if pop.capabilities().pipelining { PIPELINE_WINDOW } else { 1 };
+    let mut in_flight: VecDeque<Command> = VecDeque::new();
+    let mut uncommitted_bytes = 0u64;
+    loop {
+        let mut burst = String::new();
+        while in_flight.len() < window {
+            let command = match plan.delete.pop_front() {
+                Some(number) => Command::Dele(number),
+                None => match plan.retrieve.pop_front() {
+                    Some(message) => Command::Retr(message),
+                    None => break,
+                },
+            };
+            burst.push_str(&command.line());
+            in_flight.push_back(command);
+        }
+        if !burst.is_empty() {
+            pop.send(&burst).await?;
+        }
+        let retr_in_flight = in_flight.iter().any(|c| matches!(c, Command::Retr(_)));
+        let batch_full = uncommitted.len() >= COMMIT_EVERY_MESSAGES || uncommitted_bytes >= COMMIT_EVERY_BYTES;
+        if !uncommitted.is_empty() && (batch_full || !retr_in_flight) {
+            commit(spool, uncommitted, account, plan, report).await?;
+            uncommitted_bytes = 0;
+            continue;
+        }
+        let Some(command) = in_flight.pop_front() else { return Ok(()) };
+        match command {
+            Command::Dele(number) => match pop.read_reply("DELE").await? {
+                Reply::Ok(_) => report.deleted += 1,
+                other => tracing::warn!(account = %account.name, number, reply = ?other, "DELE refused; the message stays on the server"),
+            },
+            Command::Retr(message) => {
+                if let Some(spooled) = retrieve(pop, account, default_domain, spool, progress, &message, report).await? {
+                    uncommitted_bytes += spooled.size;
+                    uncommitted.push((spooled, message.number));
+                }
+            }
+        }
+    }
+}
+
+enum Command {
+    Retr(Listed),
+    Dele(u32),
+}
+
+impl Command {
+    fn line(&self) -> String {
+        match self {
+            Command::Retr(m) => format!("RETR {}\r\n", m.number),
+            Command::Dele(n) => format!("DELE {n}\r\n"),
+        }
+    }
+}
+
+/// Sorts the listing into what to download, what to delete, and what to leave alone, and keeps the
+/// spool's UIDL marks in step with what the server lists.
+fn make_plan(account: &Account, spool: &Spool, listed: Vec<Listed>, report: &mut AccountReport) -> Result<Plan, FetchError> {
+    let has_uidl = listed.iter().all(|m| m.uidl.is_some());
+    if !has_uidl && account.keep && !listed.is_empty() {
+        return Err(FetchError::KeepWithoutUidl);
+    }
+    let seen = spool.uidls(UidlSet::Seen, &account.name)?;
+    let oversized = spool.uidls(UidlSet::Oversized, &account.name)?;
+    if has_uidl {
+        let on_server: HashSet<&str> = listed.iter().filter_map(|m| m.uidl.as_deref()).collect();
+        for (set, known) in [(UidlSet::Seen, &seen), (UidlSet::Oversized, &oversized)] {
+            let gone: Vec<&str> = known.keys().map(String::as_str).filter(|u| !on_server.contains(u)).collect();
+            spool.forget_uidls(set, &account.name, gone)?;
+        }
+    }
+    let now = spool::now();
+    let mut plan = Plan { retrieve: VecDeque::new(), delete: VecDeque::new() };
+    for message in listed {
+        let mark = message.uidl.as_ref().and_then(|u| seen.get(u));
+        if let Some(mark) = mark {
+            let old_enough = account
+                .delete_after
+                .is_some_and(|after| now.saturating_sub(mark.first_seen) >= after.as_secs());
+            if !account.keep || old_enough {
+                plan.delete.push_back(message.number);
+            }
+            continue;
+        }
+        if message.size > account.max_message_size {
+            let uidl = message.uidl.clone().unwrap_or_else(|| format!("#{}", message.number));
+            if spool.add_uidl(UidlSet::Oversized, &account.name, &uidl, message.size)? {
+                report.new_oversized += 1;
+                tracing::warn!(account = %account.name, uidl, size = message.size, limit = account.max_message_size,
+                    "message larger than max_message_size left on the server");
+            }
+            report.oversized.push((uidl, message.size));
+            continue;
+        }
+        plan.retrieve.push_back(message);
+    }
+    Ok(plan)
+}
+
+/// Reads one RETR reply and streams its body into a new spool file. `Ok(None)` when the server
+/// refused this one message (the session goes on; the message stays on the server).
+async fn retrieve(
+    pop: &mut Session,
+    account: &Account,
+    default_domain: Option<&str>,
+    spool: &Spool,
+    progress: &AccountProgress,
+    message: &Listed,
+    report: &mut AccountReport,
+) -> Result<Option<Spooled>, FetchError> {
+    match pop.read_reply("RETR").await? {
+        Reply::Ok(_) => {}
+        Reply::Err { text, .. } => {
+            let what = format!("message {} ({}): the server refused RETR: {text}", message.number, message.uidl.as_deref().unwrap_or("no UIDL"));
+            tracing::warn!(account = %account.name, "{what}");
+            report.message_errors.push(what);
+            return Ok(None);
+        }
+        Reply::Continue(_) => return Err(Pop3Error::Protocol("continuation in answer to RETR".into()).into()),
+    }
+    let origin = Origin { account: account.name.clone(), uidl: message.uidl.clone(), arrived: spool::now() };
+    let recipients = account.deliver_to.clone();
+    let domain = default_domain.map(str::to_string);
+    let mut writer = spool.writer(origin, move |headers| Envelope {
+        sender: envelope::sender_from_headers(headers, domain.as_deref()),
+        recipients,
+    })?;
+    let body = pop
+        .read_body(|chunk| {
+            progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            writer.write(chunk)
+        })
+        .await?;
+    body?;
+    let spooled = tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(|e| FetchError::Task(e.to_string()))??;
+    progress.messages.fetch_add(1, Ordering::Relaxed);
+    Ok(Some(spooled))
+}

@@ -1,0 +1,26 @@
+//! outpost: brings mail from external POP3 mailboxes into a site's own mail server over a slow,
+//! metered or intermittent link.
+//!
+//! # Map
+//! - [`config`]: the TOML configuration, validated whole, every error with its key and line.
+//! - [`pop3`]: the POP3 client. [`pop3::reply`], [`pop3::body`] and [`pop3::auth`] parse and
+//!   compute without touching a socket; [`pop3::client`] is the driver (socket, TLS, timeouts).
+//! - [`fetch`]: a window: every account's session, messages streamed into the spool, `DELE` only
+//!   after the spool commit.
+//! - [`envelope`]: the SMTP envelope derived from a message's headers.
+//! - the `spool` crate: durable storage (message files plus a sled index) and its invariants.
+//! - [`progress`]: the terminal display and summary of a window.
+//! - [`linksim`]: a user-space slow-link simulator for benchmarks and demos.
+//!
+//! Data flows: POP3 server → [`pop3::client::Session`] → [`fetch`] → `spool::MessageWriter` →
+//! `spool::Spool::commit` → `DELE`.
+
+pub mod cli;
+pub mod config;
+pub mod envelope;
+pub mod fetch;
+pub mod linksim;
+pub mod pop3;
+pub mod progress;
+pub mod secret;
+pub mod tls;
