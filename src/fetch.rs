@@ -227,9 +227,13 @@ async fn session(
     // Messages that arrived whole before a failure are kept: committing them now marks their
     // UIDLs seen, so the next session deletes them instead of downloading them again.
     commit(spool, &mut uncommitted, account, &mut plan, report).await?;
-    outcome?;
+    let quit_sent = outcome?;
     progress.set_phase("quit");
-    pop.quit().await?;
+    if quit_sent {
+        pop.finish_quit().await?;
+    } else {
+        pop.quit().await?;
+    }
     // Deletions count only now that QUIT was answered (RFC 1939 §6); until then they were provisional.
     Ok(())
 }
@@ -264,7 +268,8 @@ async fn commit(
 }
 
 /// The RETR/DELE loop: keeps up to a window of commands in flight, commits downloaded messages in
-/// batches, and sends the DELE of a message only after the commit that holds it.
+/// batches, and sends the DELE of a message only after the commit that holds it. With pipelining,
+/// QUIT goes out with the last burst; returns whether it did.
 #[allow(clippy::too_many_arguments)]
 async fn transfer(
     pop: &mut Session,
@@ -275,8 +280,9 @@ async fn transfer(
     plan: &mut Plan,
     uncommitted: &mut Vec<(Spooled, u32)>,
     report: &mut AccountReport,
-) -> Result<(), FetchError> {
-    let window = if pop.capabilities().pipelining { PIPELINE_WINDOW } else { 1 };
+) -> Result<bool, FetchError> {
+    let pipelining = pop.capabilities().pipelining;
+    let window = if pipelining { PIPELINE_WINDOW } else { 1 };
     let mut in_flight: VecDeque<Command> = VecDeque::new();
     let mut uncommitted_bytes = 0u64;
     loop {
@@ -292,6 +298,20 @@ async fn transfer(
             burst.push_str(&command.line());
             in_flight.push_back(command);
         }
+        let last_burst = pipelining
+            && plan.retrieve.is_empty()
+            && plan.delete.is_empty()
+            && uncommitted.is_empty()
+            && !in_flight.iter().any(|c| matches!(c, Command::Retr(_)));
+        if last_burst {
+            // Nothing more can follow: QUIT rides along and saves a round trip.
+            burst.push_str("QUIT\r\n");
+            pop.send(&burst).await?;
+            for command in in_flight.drain(..) {
+                read_dele(pop, account, command, report).await?;
+            }
+            return Ok(true);
+        }
         if !burst.is_empty() {
             pop.send(&burst).await?;
         }
@@ -302,12 +322,9 @@ async fn transfer(
             uncommitted_bytes = 0;
             continue;
         }
-        let Some(command) = in_flight.pop_front() else { return Ok(()) };
+        let Some(command) = in_flight.pop_front() else { return Ok(false) };
         match command {
-            Command::Dele(number) => match pop.read_reply("DELE").await? {
-                Reply::Ok(_) => report.deleted += 1,
-                other => tracing::warn!(account = %account.name, number, reply = ?other, "DELE refused; the message stays on the server"),
-            },
+            Command::Dele(_) => read_dele(pop, account, command, report).await?,
             Command::Retr(message) => {
                 if let Some(spooled) = retrieve(pop, account, default_domain, spool, progress, &message, report).await? {
                     uncommitted_bytes += spooled.size;
@@ -316,6 +333,17 @@ async fn transfer(
             }
         }
     }
+}
+
+/// Reads the answer to a DELE. A refused DELE only leaves the message on the server, where the
+/// next session finds it seen and tries again.
+async fn read_dele(pop: &mut Session, account: &Account, command: Command, report: &mut AccountReport) -> Result<(), FetchError> {
+    let Command::Dele(number) = command else { unreachable!("only DELE commands remain in the last burst") };
+    match pop.read_reply("DELE").await? {
+        Reply::Ok(_) => report.deleted += 1,
+        other => tracing::warn!(account = %account.name, number, reply = ?other, "DELE refused; the message stays on the server"),
+    }
+    Ok(())
 }
 
 enum Command {

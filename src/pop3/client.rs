@@ -167,6 +167,8 @@ pub struct Session {
     encrypted: bool,
     bytes_in: u64,
     account: String,
+    /// UIDL and LIST already went out with the login burst (pipelining saves a round trip).
+    listing_sent: bool,
 }
 
 impl Session {
@@ -192,6 +194,7 @@ impl Session {
             encrypted: false,
             bytes_in: 0,
             account: account.to_string(),
+            listing_sent: false,
         };
         if opts.tls == TlsMode::Implicit {
             session.start_tls(opts).await?;
@@ -407,9 +410,11 @@ impl Session {
         };
         match mechanism {
             Mechanism::User => {
-                // USER and PASS in one burst when the server pipelines: one round trip saved.
+                // USER, PASS, UIDL and LIST in one burst when the server pipelines: two round trips
+                // saved. After a refused login the listing is refused too, and the session dropped.
                 if self.caps.pipelining {
-                    self.send(&format!("USER {user}\r\nPASS {}\r\n", secret.expose())).await?;
+                    self.send(&format!("USER {user}\r\nPASS {}\r\nUIDL\r\nLIST\r\n", secret.expose())).await?;
+                    self.listing_sent = true;
                     let user_reply = self.read_reply("USER").await?;
                     let pass_reply = self.read_reply("PASS").await?;
                     if let Reply::Err { code, text } = user_reply {
@@ -511,7 +516,9 @@ impl Session {
     /// listings without ids (the fetcher then cannot keep mail on the server).
     pub async fn list_messages(&mut self) -> Result<Vec<Listed>> {
         let pipelined = self.caps.pipelining;
-        if pipelined {
+        if self.listing_sent {
+            self.listing_sent = false;
+        } else if pipelined {
             self.send("UIDL\r\nLIST\r\n").await?;
         } else {
             self.send("UIDL\r\n").await?;
@@ -545,6 +552,11 @@ impl Session {
     /// Ends the session. Only a `+OK` to QUIT makes the server's deletions happen (RFC 1939 §6).
     pub async fn quit(mut self) -> Result<()> {
         self.send("QUIT\r\n").await?;
+        self.finish_quit().await
+    }
+
+    /// Reads the answer to a QUIT that went out with the last burst of commands.
+    pub async fn finish_quit(mut self) -> Result<()> {
         self.expect_ok("QUIT").await?;
         let _ = timeout(self.timeout, self.stream.shutdown()).await;
         Ok(())
