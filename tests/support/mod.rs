@@ -53,11 +53,23 @@ impl Dovecot {
 
     /// Puts a message into `user`'s mailbox, as a local delivery agent would (tmp, then rename).
     pub fn deliver(&self, user: &str, message: &[u8]) {
+        self.deliver_with(user, |tmp| std::fs::write(tmp, message).unwrap());
+    }
+
+    /// Puts a copy of the file `message` into `user`'s mailbox, streaming it.
+    pub fn deliver_file(&self, user: &str, message: &Path) {
+        self.deliver_with(user, |tmp| {
+            std::fs::copy(message, tmp).unwrap();
+        });
+    }
+
+    fn deliver_with(&self, user: &str, write: impl FnOnce(&Path)) {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}.M{n}P{}.outpost-test", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(), std::process::id());
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let name = format!("{secs}.M{n}P{}.outpost-test", std::process::id());
         let tmp = self.maildir(user).join("tmp").join(&name);
-        std::fs::write(&tmp, message).unwrap();
+        write(&tmp);
         std::fs::rename(&tmp, self.maildir(user).join("new").join(&name)).unwrap();
     }
 
