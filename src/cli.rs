@@ -1,5 +1,6 @@
 //! What both binaries share at their edge: logging setup and exit codes.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 /// sysexits.h: the configuration is wrong.
@@ -36,7 +37,10 @@ impl LogArgs {
         };
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal());
         match self.log_format {
             LogFormat::Text => builder.init(),
             LogFormat::Json => builder.json().init(),

@@ -13,11 +13,15 @@ const MAX_ADDRESS: usize = 254;
 /// Whether `addr` is a plain `local@domain` mailbox that is safe to put in `MAIL FROM` or `RCPT
 /// TO`: no spaces, no control characters, no angle brackets, one `@`, a dotted domain.
 pub fn is_valid_address(addr: &str) -> bool {
-    let Some((local, domain)) = addr.rsplit_once('@') else { return false };
+    let Some((local, domain)) = addr.rsplit_once('@') else {
+        return false;
+    };
     addr.len() <= MAX_ADDRESS
         && !local.is_empty()
         && !domain.is_empty()
-        && addr.chars().all(|c| c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control()))
+        && addr
+            .chars()
+            .all(|c| c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control()))
         && !addr.contains(['<', '>', ',', ';', '(', ')', '[', ']', '\\', '"'])
         && !local.contains('@')
         && domain.split('.').all(|l| !l.is_empty())
@@ -26,7 +30,11 @@ pub fn is_valid_address(addr: &str) -> bool {
 /// Makes `raw` (from a header) an envelope address: angle brackets and spaces trimmed, the default
 /// domain added to a bare local part. `None` when the result is not a valid address.
 fn normalise(raw: &str, default_domain: Option<&str>) -> Option<String> {
-    let trimmed = raw.trim().trim_start_matches('<').trim_end_matches('>').trim();
+    let trimmed = raw
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim();
     if trimmed.is_empty() {
         return None;
     }
@@ -40,7 +48,9 @@ fn normalise(raw: &str, default_domain: Option<&str>) -> Option<String> {
 
 /// The envelope sender for a message whose header section is `headers`; empty for `<>`.
 pub fn sender_from_headers(headers: &[u8], default_domain: Option<&str>) -> String {
-    let Some(message) = MessageParser::new().parse_headers(headers) else { return String::new() };
+    let Some(message) = MessageParser::new().parse_headers(headers) else {
+        return String::new();
+    };
     // Return-Path is returned raw by mail-parser, brackets and all. `<>` is a deliberate null
     // sender (a bounce): keep it null rather than fall back to From.
     if let Some(raw) = message.header_raw(HeaderName::ReturnPath) {
@@ -55,10 +65,14 @@ pub fn sender_from_headers(headers: &[u8], default_domain: Option<&str>) -> Stri
     // A bare `From: root` parses as a display name without an address: take it as a local part.
     let from_header = |addr: Option<&mail_parser::Address>| {
         let first = addr.and_then(|a| a.first())?;
-        let text = first.address().or_else(|| first.name().filter(|n| !n.contains(char::is_whitespace)))?;
+        let text = first
+            .address()
+            .or_else(|| first.name().filter(|n| !n.contains(char::is_whitespace)))?;
         normalise(text, default_domain)
     };
-    from_header(message.sender()).or_else(|| from_header(message.from())).unwrap_or_default()
+    from_header(message.sender())
+        .or_else(|| from_header(message.from()))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -80,7 +94,10 @@ mod tests {
     #[test]
     fn bad_senders_become_null_or_get_the_default_domain() {
         let h = b"From: root\r\n\r\n";
-        assert_eq!(sender_from_headers(h, Some("example.org")), "root@example.org");
+        assert_eq!(
+            sender_from_headers(h, Some("example.org")),
+            "root@example.org"
+        );
         assert_eq!(sender_from_headers(h, None), "");
         let h = b"Return-Path: <a@b>\r\n RCPT TO:<victim@x>\r\n\r\n";
         assert_eq!(sender_from_headers(h, None), "");
@@ -91,7 +108,16 @@ mod tests {
     fn address_validation() {
         assert!(is_valid_address("user@example.org"));
         assert!(is_valid_address("first.last+tag@sub.example.org"));
-        for bad in ["user", "@x", "u@", "a b@x", "a@b\r\nRCPT TO:<x@y>", "<a@b>", "a@b..c", "a\0@b"] {
+        for bad in [
+            "user",
+            "@x",
+            "u@",
+            "a b@x",
+            "a@b\r\nRCPT TO:<x@y>",
+            "<a@b>",
+            "a@b..c",
+            "a\0@b",
+        ] {
             assert!(!is_valid_address(bad), "{bad:?}");
         }
     }

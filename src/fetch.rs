@@ -44,7 +44,10 @@ pub enum FetchError {
 impl FetchError {
     /// An authentication failure: the case a person must hear about (a changed password).
     pub fn is_auth_failure(&self) -> bool {
-        matches!(self, FetchError::Pop3(Pop3Error::AuthFailed { .. }) | FetchError::Secret(_))
+        matches!(
+            self,
+            FetchError::Pop3(Pop3Error::AuthFailed { .. }) | FetchError::Secret(_)
+        )
     }
 }
 
@@ -62,7 +65,11 @@ pub struct AccountProgress {
 
 impl AccountProgress {
     pub fn new(name: &str) -> Arc<Self> {
-        Arc::new(AccountProgress { name: name.to_string(), phase: Mutex::new("waiting"), ..Default::default() })
+        Arc::new(AccountProgress {
+            name: name.to_string(),
+            phase: Mutex::new("waiting"),
+            ..Default::default()
+        })
     }
 
     fn set_phase(&self, phase: &'static str) {
@@ -122,18 +129,34 @@ impl WindowReport {
     }
 }
 
-/// Fetches every account of `accounts` (at most `config.fetch.concurrency` at once) into `spool`.
-/// An account's failure never stops the others.
-pub async fn run_window(config: &Config, spool: &Spool, accounts: &[(Account, Arc<AccountProgress>)]) -> WindowReport {
+/// Fetches every account of `accounts` into `spool`. An account's failure never stops the others.
+///
+/// At most `config.fetch.concurrency` accounts download at once; twice as many may be connected,
+/// so that the next accounts' logins (round trips, hardly any bytes) overlap the running downloads
+/// instead of waiting for them: on a 600 ms link a login costs four round trips.
+pub async fn run_window(
+    config: &Config,
+    spool: &Spool,
+    accounts: &[(Account, Arc<AccountProgress>)],
+) -> WindowReport {
     let started = Instant::now();
-    let limit = Arc::new(Semaphore::new(config.fetch.concurrency));
+    let sessions = Arc::new(Semaphore::new(config.fetch.concurrency * 2));
+    let downloads = Arc::new(Semaphore::new(config.fetch.concurrency));
     let mut tasks = Vec::new();
     for (account, progress) in accounts {
-        let (account, progress, spool, limit) = (account.clone(), progress.clone(), spool.clone(), limit.clone());
+        let (account, progress, spool) = (account.clone(), progress.clone(), spool.clone());
+        let (sessions, downloads) = (sessions.clone(), downloads.clone());
         let default_domain = config.default_domain.clone();
         tasks.push(tokio::spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            fetch_account(&account, default_domain.as_deref(), &spool, &progress).await
+            let _session = sessions.acquire_owned().await;
+            let job = Job {
+                account: &account,
+                default_domain: default_domain.as_deref(),
+                spool: &spool,
+                progress: &progress,
+                downloads: &downloads,
+            };
+            fetch_account(&job).await
         }));
     }
     let mut reports = Vec::new();
@@ -144,19 +167,31 @@ pub async fn run_window(config: &Config, spool: &Spool, accounts: &[(Account, Ar
             ..Default::default()
         }));
     }
-    WindowReport { accounts: reports, elapsed: started.elapsed() }
+    WindowReport {
+        accounts: reports,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// What one account's session works with.
+pub struct Job<'a> {
+    pub account: &'a Account,
+    pub default_domain: Option<&'a str>,
+    pub spool: &'a Spool,
+    pub progress: &'a AccountProgress,
+    /// Download slots shared by the window's sessions; held from the first RETR to the last body.
+    pub downloads: &'a Semaphore,
 }
 
 /// One session with one account's server.
-pub async fn fetch_account(
-    account: &Account,
-    default_domain: Option<&str>,
-    spool: &Spool,
-    progress: &AccountProgress,
-) -> AccountReport {
+pub async fn fetch_account(job: &Job<'_>) -> AccountReport {
+    let (account, progress) = (job.account, job.progress);
     let started = Instant::now();
-    let mut report = AccountReport { account: account.name.clone(), ..Default::default() };
-    let result = session(account, default_domain, spool, progress, &mut report).await;
+    let mut report = AccountReport {
+        account: account.name.clone(),
+        ..Default::default()
+    };
+    let result = session(job, &mut report).await;
     if let Err(e) = result {
         tracing::warn!(account = %account.name, error = %e, "fetch failed");
         progress.set_phase("failed");
@@ -179,16 +214,13 @@ fn login_too_soon(record: &AccountRecord, now: u64) -> Option<u64> {
     (now < next).then_some(next - now)
 }
 
-async fn session(
-    account: &Account,
-    default_domain: Option<&str>,
-    spool: &Spool,
-    progress: &AccountProgress,
-    report: &mut AccountReport,
-) -> Result<(), FetchError> {
+async fn session(job: &Job<'_>, report: &mut AccountReport) -> Result<(), FetchError> {
+    let (account, spool, progress) = (job.account, job.spool, job.progress);
     let record = spool.account_record(&account.name)?;
     if let Some(wait) = login_too_soon(&record, spool::now()) {
-        report.skipped = Some(format!("the server's LOGIN-DELAY allows the next login in {wait}s"));
+        report.skipped = Some(format!(
+            "the server's LOGIN-DELAY allows the next login in {wait}s"
+        ));
         progress.set_phase("skipped");
         return Ok(());
     }
@@ -203,27 +235,48 @@ async fn session(
     };
     let mut pop = Session::connect(&opts, &account.name).await?;
     let login_delay = pop.capabilities().login_delay;
-    let record = AccountRecord { login_delay, ..record };
+    let record = AccountRecord {
+        login_delay,
+        ..record
+    };
     if let Some(wait) = login_too_soon(&record, spool::now()) {
-        report.skipped = Some(format!("the server's LOGIN-DELAY allows the next login in {wait}s"));
+        report.skipped = Some(format!(
+            "the server's LOGIN-DELAY allows the next login in {wait}s"
+        ));
         progress.set_phase("skipped");
         spool.set_account_record(&account.name, &record)?;
         return Ok(pop.quit().await?);
     }
     progress.set_phase("login");
-    pop.login(&account.user, &secret, account.auth, account.allow_insecure_auth).await?;
+    pop.login(
+        &account.user,
+        &secret,
+        account.auth,
+        account.allow_insecure_auth,
+    )
+    .await?;
     drop(secret);
-    spool.set_account_record(&account.name, &AccountRecord { last_login: Some(spool::now()), ..record })?;
+    spool.set_account_record(
+        &account.name,
+        &AccountRecord {
+            last_login: Some(spool::now()),
+            ..record
+        },
+    )?;
 
     progress.set_phase("listing");
     let listed = pop.list_messages().await?;
     let mut plan = make_plan(account, spool, listed, report)?;
-    progress.planned_messages.store(plan.retrieve.len() as u64, Ordering::Relaxed);
-    progress.planned_bytes.store(plan.retrieve.iter().map(|m| m.size).sum(), Ordering::Relaxed);
-    progress.set_phase("fetching");
+    progress
+        .planned_messages
+        .store(plan.retrieve.len() as u64, Ordering::Relaxed);
+    progress.planned_bytes.store(
+        plan.retrieve.iter().map(|m| m.size).sum(),
+        Ordering::Relaxed,
+    );
 
     let mut uncommitted = Vec::new();
-    let outcome = transfer(&mut pop, account, default_domain, spool, progress, &mut plan, &mut uncommitted, report).await;
+    let outcome = transfer(job, &mut pop, &mut plan, &mut uncommitted, report).await;
     // Messages that arrived whole before a failure are kept: committing them now marks their
     // UIDLs seen, so the next session deletes them instead of downloading them again.
     commit(spool, &mut uncommitted, account, &mut plan, report).await?;
@@ -270,17 +323,25 @@ async fn commit(
 /// The RETR/DELE loop: keeps up to a window of commands in flight, commits downloaded messages in
 /// batches, and sends the DELE of a message only after the commit that holds it. With pipelining,
 /// QUIT goes out with the last burst; returns whether it did.
-#[allow(clippy::too_many_arguments)]
 async fn transfer(
+    job: &Job<'_>,
     pop: &mut Session,
-    account: &Account,
-    default_domain: Option<&str>,
-    spool: &Spool,
-    progress: &AccountProgress,
     plan: &mut Plan,
     uncommitted: &mut Vec<(Spooled, u32)>,
     report: &mut AccountReport,
 ) -> Result<bool, FetchError> {
+    let (account, spool) = (job.account, job.spool);
+    let mut download_slot = None;
+    if !plan.retrieve.is_empty() {
+        job.progress.set_phase("waiting");
+        download_slot = Some(
+            job.downloads
+                .acquire()
+                .await
+                .map_err(|e| FetchError::Task(e.to_string()))?,
+        );
+        job.progress.set_phase("fetching");
+    }
     let pipelining = pop.capabilities().pipelining;
     let window = if pipelining { PIPELINE_WINDOW } else { 1 };
     let mut in_flight: VecDeque<Command> = VecDeque::new();
@@ -316,17 +377,24 @@ async fn transfer(
             pop.send(&burst).await?;
         }
         let retr_in_flight = in_flight.iter().any(|c| matches!(c, Command::Retr(_)));
-        let batch_full = uncommitted.len() >= COMMIT_EVERY_MESSAGES || uncommitted_bytes >= COMMIT_EVERY_BYTES;
+        if !retr_in_flight && plan.retrieve.is_empty() {
+            // The last body is in: let the next account download while this one finishes.
+            download_slot.take();
+        }
+        let batch_full =
+            uncommitted.len() >= COMMIT_EVERY_MESSAGES || uncommitted_bytes >= COMMIT_EVERY_BYTES;
         if !uncommitted.is_empty() && (batch_full || !retr_in_flight) {
             commit(spool, uncommitted, account, plan, report).await?;
             uncommitted_bytes = 0;
             continue;
         }
-        let Some(command) = in_flight.pop_front() else { return Ok(false) };
+        let Some(command) = in_flight.pop_front() else {
+            return Ok(false);
+        };
         match command {
             Command::Dele(_) => read_dele(pop, account, command, report).await?,
             Command::Retr(message) => {
-                if let Some(spooled) = retrieve(pop, account, default_domain, spool, progress, &message, report).await? {
+                if let Some(spooled) = retrieve(job, pop, &message, report).await? {
                     uncommitted_bytes += spooled.size;
                     uncommitted.push((spooled, message.number));
                 }
@@ -337,11 +405,20 @@ async fn transfer(
 
 /// Reads the answer to a DELE. A refused DELE only leaves the message on the server, where the
 /// next session finds it seen and tries again.
-async fn read_dele(pop: &mut Session, account: &Account, command: Command, report: &mut AccountReport) -> Result<(), FetchError> {
-    let Command::Dele(number) = command else { unreachable!("only DELE commands remain in the last burst") };
+async fn read_dele(
+    pop: &mut Session,
+    account: &Account,
+    command: Command,
+    report: &mut AccountReport,
+) -> Result<(), FetchError> {
+    let Command::Dele(number) = command else {
+        unreachable!("only DELE commands remain in the last burst")
+    };
     match pop.read_reply("DELE").await? {
         Reply::Ok(_) => report.deleted += 1,
-        other => tracing::warn!(account = %account.name, number, reply = ?other, "DELE refused; the message stays on the server"),
+        other => {
+            tracing::warn!(account = %account.name, number, reply = ?other, "DELE refused; the message stays on the server")
+        }
     }
     Ok(())
 }
@@ -362,7 +439,12 @@ impl Command {
 
 /// Sorts the listing into what to download, what to delete, and what to leave alone, and keeps the
 /// spool's UIDL marks in step with what the server lists.
-fn make_plan(account: &Account, spool: &Spool, listed: Vec<Listed>, report: &mut AccountReport) -> Result<Plan, FetchError> {
+fn make_plan(
+    account: &Account,
+    spool: &Spool,
+    listed: Vec<Listed>,
+    report: &mut AccountReport,
+) -> Result<Plan, FetchError> {
     let has_uidl = listed.iter().all(|m| m.uidl.is_some());
     if !has_uidl && account.keep && !listed.is_empty() {
         return Err(FetchError::KeepWithoutUidl);
@@ -372,12 +454,19 @@ fn make_plan(account: &Account, spool: &Spool, listed: Vec<Listed>, report: &mut
     if has_uidl {
         let on_server: HashSet<&str> = listed.iter().filter_map(|m| m.uidl.as_deref()).collect();
         for (set, known) in [(UidlSet::Seen, &seen), (UidlSet::Oversized, &oversized)] {
-            let gone: Vec<&str> = known.keys().map(String::as_str).filter(|u| !on_server.contains(u)).collect();
+            let gone: Vec<&str> = known
+                .keys()
+                .map(String::as_str)
+                .filter(|u| !on_server.contains(u))
+                .collect();
             spool.forget_uidls(set, &account.name, gone)?;
         }
     }
     let now = spool::now();
-    let mut plan = Plan { retrieve: VecDeque::new(), delete: VecDeque::new() };
+    let mut plan = Plan {
+        retrieve: VecDeque::new(),
+        delete: VecDeque::new(),
+    };
     for message in listed {
         let mark = message.uidl.as_ref().and_then(|u| seen.get(u));
         if let Some(mark) = mark {
@@ -390,7 +479,10 @@ fn make_plan(account: &Account, spool: &Spool, listed: Vec<Listed>, report: &mut
             continue;
         }
         if message.size > account.max_message_size {
-            let uidl = message.uidl.clone().unwrap_or_else(|| format!("#{}", message.number));
+            let uidl = message
+                .uidl
+                .clone()
+                .unwrap_or_else(|| format!("#{}", message.number));
             if spool.add_uidl(UidlSet::Oversized, &account.name, &uidl, message.size)? {
                 report.new_oversized += 1;
                 tracing::warn!(account = %account.name, uidl, size = message.size, limit = account.max_message_size,
@@ -407,34 +499,44 @@ fn make_plan(account: &Account, spool: &Spool, listed: Vec<Listed>, report: &mut
 /// Reads one RETR reply and streams its body into a new spool file. `Ok(None)` when the server
 /// refused this one message (the session goes on; the message stays on the server).
 async fn retrieve(
+    job: &Job<'_>,
     pop: &mut Session,
-    account: &Account,
-    default_domain: Option<&str>,
-    spool: &Spool,
-    progress: &AccountProgress,
     message: &Listed,
     report: &mut AccountReport,
 ) -> Result<Option<Spooled>, FetchError> {
+    let (account, spool, progress) = (job.account, job.spool, job.progress);
     match pop.read_reply("RETR").await? {
         Reply::Ok(_) => {}
         Reply::Err { text, .. } => {
-            let what = format!("message {} ({}): the server refused RETR: {text}", message.number, message.uidl.as_deref().unwrap_or("no UIDL"));
+            let what = format!(
+                "message {} ({}): the server refused RETR: {text}",
+                message.number,
+                message.uidl.as_deref().unwrap_or("no UIDL")
+            );
             tracing::warn!(account = %account.name, "{what}");
             report.message_errors.push(what);
             return Ok(None);
         }
-        Reply::Continue(_) => return Err(Pop3Error::Protocol("continuation in answer to RETR".into()).into()),
+        Reply::Continue(_) => {
+            return Err(Pop3Error::Protocol("continuation in answer to RETR".into()).into())
+        }
     }
-    let origin = Origin { account: account.name.clone(), uidl: message.uidl.clone(), arrived: spool::now() };
+    let origin = Origin {
+        account: account.name.clone(),
+        uidl: message.uidl.clone(),
+        arrived: spool::now(),
+    };
     let recipients = account.deliver_to.clone();
-    let domain = default_domain.map(str::to_string);
+    let domain = job.default_domain.map(str::to_string);
     let mut writer = spool.writer(origin, move |headers| Envelope {
         sender: envelope::sender_from_headers(headers, domain.as_deref()),
         recipients,
     })?;
     let body = pop
         .read_body(|chunk| {
-            progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            progress
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             writer.write(chunk)
         })
         .await?;

@@ -38,7 +38,8 @@ impl LiveDisplay {
             return LiveDisplay { ticker: None, stop };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
-        let style = ProgressStyle::with_template("{spinner} {prefix:<16} {msg}").expect("static template");
+        let style =
+            ProgressStyle::with_template("{spinner} {prefix:<16} {msg}").expect("static template");
         let width = accounts.iter().map(|a| a.name.len()).max().unwrap_or(8);
         let bars: Vec<_> = accounts
             .iter()
@@ -66,7 +67,10 @@ impl LiveDisplay {
                 bar.finish_with_message(line(account, started.elapsed()));
             }
         });
-        LiveDisplay { ticker: Some(ticker), stop }
+        LiveDisplay {
+            ticker: Some(ticker),
+            stop,
+        }
     }
 
     pub async fn finish(self) {
@@ -111,7 +115,10 @@ pub fn summary(report: &WindowReport) -> String {
             a.elapsed.as_secs_f64()
         ));
         for (uidl, size) in &a.oversized {
-            out.push_str(&format!("  left on the server, too large: {uidl} ({})\n", format_bytes(*size)));
+            out.push_str(&format!(
+                "  left on the server, too large: {uidl} ({})\n",
+                format_bytes(*size)
+            ));
         }
         for e in &a.message_errors {
             out.push_str(&format!("  {e}\n"));

@@ -14,11 +14,18 @@ const MAX_RSS_KB: i64 = 64 * 1024;
 /// Writes a 100 MB message of 78-byte lines, every 50th of which starts with a dot.
 fn write_big_message(path: &std::path::Path) {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    file.write_all(b"From: big@example.net\r\nSubject: big\r\nMessage-ID: <big@example.net>\r\n\r\n").unwrap();
+    file.write_all(
+        b"From: big@example.net\r\nSubject: big\r\nMessage-ID: <big@example.net>\r\n\r\n",
+    )
+    .unwrap();
     let mut written = 0;
     let mut n = 0u64;
     while written < SIZE {
-        let line = if n % 50 == 0 { format!(".{n:076}\r\n") } else { format!("{n:077}\r\n") };
+        let line = if n % 50 == 0 {
+            format!(".{n:076}\r\n")
+        } else {
+            format!("{n:077}\r\n")
+        };
         file.write_all(line.as_bytes()).unwrap();
         written += line.len();
         n += 1;
@@ -30,8 +37,13 @@ fn write_big_message(path: &std::path::Path) {
 ///
 /// Linux counts the spawning process's own peak in the child's (the memory of the vfork'ed copy
 /// before exec), so this test process must stay small itself: it never reads the big files whole.
+#[allow(clippy::zombie_processes)] // reaped by wait4, which Child does not know about
 fn run_measured(command: &mut Command) -> (i32, i64) {
-    let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: plain FFI calls on a zeroed struct and a child we own and have not waited for.
@@ -72,18 +84,35 @@ fn a_100_mb_message_is_fetched_with_bounded_memory() {
     let config = dir.path().join("outpost.toml");
     let account = dovecot_account(&dovecot, "big", "big", "pw", "max_message_size = \"200MB\"");
     std::fs::write(&config, support::config_text(&spool_dir, &[account])).unwrap();
-    let (status, rss_kb) = run_measured(Command::new(env!("CARGO_BIN_EXE_outpost")).args(["--config", config.to_str().unwrap(), "fetch"]));
+    let (status, rss_kb) = run_measured(Command::new(env!("CARGO_BIN_EXE_outpost")).args([
+        "--config",
+        config.to_str().unwrap(),
+        "fetch",
+    ]));
     assert_eq!(status, 0);
-    println!("peak RSS of outpost fetch for a {} MB message: {} MiB", SIZE >> 20, rss_kb / 1024);
+    println!(
+        "peak RSS of outpost fetch for a {} MB message: {} MiB",
+        SIZE >> 20,
+        rss_kb / 1024
+    );
     assert!(rss_kb < MAX_RSS_KB, "peak RSS {rss_kb} KiB is not bounded");
 
-    let files: Vec<_> = std::fs::read_dir(spool_dir.join("queue")).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(spool_dir.join("queue"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(files.len(), 1);
     let header_len = {
         let mut head = vec![0u8; 4096];
-        std::fs::File::open(&files[0]).unwrap().read_exact(&mut head).unwrap();
+        std::fs::File::open(&files[0])
+            .unwrap()
+            .read_exact(&mut head)
+            .unwrap();
         head.windows(2).position(|w| w == b"\n\n").unwrap() as u64 + 2
     };
-    assert!(same_file_content(&original, &files[0], header_len), "the stored message differs from the original");
+    assert!(
+        same_file_content(&original, &files[0], header_len),
+        "the stored message differs from the original"
+    );
     assert_eq!(dovecot.count("big"), 0);
 }

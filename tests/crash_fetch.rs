@@ -28,11 +28,20 @@ impl Rng {
 }
 
 fn main() {
-    let kills_wanted: usize = std::env::var("OUTPOST_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let kills_wanted: usize = std::env::var("OUTPOST_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let seed = std::env::var("OUTPOST_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     println!("crash_fetch: seed {seed} (OUTPOST_CRASH_SEED={seed} replays it)");
     let mut rng = Rng(seed);
 
@@ -41,7 +50,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
     let config = dir.path().join("outpost.toml");
-    let accounts: Vec<String> = users.iter().map(|u| dovecot_account(&dovecot, u, u, "pw", "timeout = \"10s\"")).collect();
+    let accounts: Vec<String> = users
+        .iter()
+        .map(|u| dovecot_account(&dovecot, u, u, "pw", "timeout = \"10s\""))
+        .collect();
     std::fs::write(&config, support::config_text(&spool_dir, &accounts)).unwrap();
 
     let mut delivered = Vec::new();
@@ -50,8 +62,18 @@ fn main() {
             let user = users[rng.below(users.len() as u64) as usize];
             let id = format!("c{}", delivered.len());
             // Mostly small messages, some of a few hundred kB, so kills land inside bodies too.
-            let lines = if rng.below(10) == 0 { 4000 + rng.below(4000) } else { 1 + rng.below(60) } as usize;
-            dovecot.deliver(user, &message(&id, &"a line of the message body, long enough to matter\r\n".repeat(lines)));
+            let lines = if rng.below(10) == 0 {
+                4000 + rng.below(4000)
+            } else {
+                1 + rng.below(60)
+            } as usize;
+            dovecot.deliver(
+                user,
+                &message(
+                    &id,
+                    &"a line of the message body, long enough to matter\r\n".repeat(lines),
+                ),
+            );
             delivered.push(id);
         }
     };
@@ -69,7 +91,10 @@ fn main() {
     let started = Instant::now();
     let (mut kills, mut runs) = (0, 0);
     while kills < kills_wanted {
-        assert!(runs < kills_wanted * 5, "only {kills} of {runs} runs were still going when killed");
+        assert!(
+            runs < kills_wanted * 5,
+            "only {kills} of {runs} runs were still going when killed"
+        );
         runs += 1;
         let mut child = fetch();
         std::thread::sleep(Duration::from_millis(20 + rng.below(300)));
@@ -83,7 +108,11 @@ fn main() {
             deliver(&mut rng, count);
         }
     }
-    println!("crash_fetch: {kills} kills in {runs} runs, {} messages delivered, {:?}", delivered.len(), started.elapsed());
+    println!(
+        "crash_fetch: {kills} kills in {runs} runs, {} messages delivered, {:?}",
+        delivered.len(),
+        started.elapsed()
+    );
 
     // Now to the end. A killed session may leave Dovecot's mailbox lock for a moment: retry.
     let mut finished = false;
@@ -97,12 +126,22 @@ fn main() {
     assert!(finished, "the final fetch did not empty the server");
 
     let ids = spooled_ids(&spool_dir);
-    let missing: Vec<_> = delivered.iter().filter(|id| !ids.contains_key(*id)).collect();
+    let missing: Vec<_> = delivered
+        .iter()
+        .filter(|id| !ids.contains_key(*id))
+        .collect();
     let twice: Vec<_> = ids.iter().filter(|(_, &n)| n > 1).collect();
     assert!(missing.is_empty(), "lost: {missing:?}");
     assert!(twice.is_empty(), "spooled more than once: {twice:?}");
     assert_eq!(ids.len(), delivered.len());
     let spool = spool::Spool::open(&spool_dir).unwrap();
-    assert_eq!(spool.list().unwrap().len(), delivered.len(), "the index agrees with the files");
-    println!("crash_fetch: 1 passed, 0 failed: {} messages, each spooled exactly once", delivered.len());
+    assert_eq!(
+        spool.list().unwrap().len(),
+        delivered.len(),
+        "the index agrees with the files"
+    );
+    println!(
+        "crash_fetch: 1 passed, 0 failed: {} messages, each spooled exactly once",
+        delivered.len()
+    );
 }

@@ -13,27 +13,57 @@ use support::{dovecot_account, message, spooled_ids, Dovecot};
 async fn fetch_once(text: &str) -> WindowReport {
     let config = Config::parse(text, Path::new("/")).expect("valid test config");
     let spool = Spool::open(&config.spool_dir).unwrap();
-    let accounts: Vec<_> = config.accounts.iter().map(|a| (a.clone(), AccountProgress::new(&a.name))).collect();
+    let accounts: Vec<_> = config
+        .accounts
+        .iter()
+        .map(|a| (a.clone(), AccountProgress::new(&a.name)))
+        .collect();
     fetch::run_window(&config, &spool, &accounts).await
 }
 
 #[tokio::test]
 async fn every_login_mechanism_over_pop3s_and_stls() {
-    let mechanisms = ["user", "apop", "plain", "login", "cram-md5", "xoauth2", "oauthbearer", "auto"];
-    let users: Vec<(String, String)> = mechanisms.iter().map(|m| (m.replace('-', ""), format!("pw-{m}"))).collect();
-    let user_refs: Vec<(&str, &str)> = users.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+    let mechanisms = [
+        "user",
+        "apop",
+        "plain",
+        "login",
+        "cram-md5",
+        "xoauth2",
+        "oauthbearer",
+        "auto",
+    ];
+    let users: Vec<(String, String)> = mechanisms
+        .iter()
+        .map(|m| (m.replace('-', ""), format!("pw-{m}")))
+        .collect();
+    let user_refs: Vec<(&str, &str)> = users
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_str()))
+        .collect();
     let dovecot = Dovecot::start(&user_refs);
     let dir = tempfile::tempdir().unwrap();
     let mut accounts = Vec::new();
     for (mechanism, (user, password)) in mechanisms.iter().zip(&users) {
         dovecot.deliver(user, &message(&format!("{user}-1"), "one"));
         dovecot.deliver(user, &message(&format!("{user}-2"), "two"));
-        accounts.push(dovecot_account(&dovecot, user, user, password, &format!("auth = {mechanism:?}")));
+        accounts.push(dovecot_account(
+            &dovecot,
+            user,
+            user,
+            password,
+            &format!("auth = {mechanism:?}"),
+        ));
     }
     let spool_dir = dir.path().join("spool");
     let report = fetch_once(&support::config_text(&spool_dir, &accounts)).await;
     for account in &report.accounts {
-        assert!(account.error.is_none(), "{}: {:?}", account.account, account.error);
+        assert!(
+            account.error.is_none(),
+            "{}: {:?}",
+            account.account,
+            account.error
+        );
     }
     assert_eq!(report.fetched(), 2 * mechanisms.len() as u64);
 
@@ -66,14 +96,28 @@ async fn plain_pop3_needs_explicit_consent_for_clear_passwords() {
         )
     };
     // auto on a clear link picks a challenge-response mechanism (Dovecot offers CRAM-MD5 and APOP).
-    let report = fetch_once(&support::config_text(&dir.path().join("spool"), &[account("")])).await;
+    let report = fetch_once(&support::config_text(
+        &dir.path().join("spool"),
+        &[account("")],
+    ))
+    .await;
     assert!(!report.failed(), "{report:?}");
     // An explicit clear-text mechanism is refused by the configuration check...
-    let errors = Config::parse(&support::config_text(dir.path(), &[account("auth = \"user\"")]), Path::new("/")).unwrap_err();
-    assert!(errors[0].to_string().contains("sends the secret in clear"), "{errors:?}");
+    let errors = Config::parse(
+        &support::config_text(dir.path(), &[account("auth = \"user\"")]),
+        Path::new("/"),
+    )
+    .unwrap_err();
+    assert!(
+        errors[0].to_string().contains("sends the secret in clear"),
+        "{errors:?}"
+    );
     // ...unless the account says so.
     dovecot.deliver("clear", &message("c2", "x"));
-    let text = support::config_text(&dir.path().join("spool"), &[account("auth = \"user\"\nallow_insecure_auth = true")]);
+    let text = support::config_text(
+        &dir.path().join("spool"),
+        &[account("auth = \"user\"\nallow_insecure_auth = true")],
+    );
     assert!(!fetch_once(&text).await.failed());
     assert_eq!(dovecot.count("clear"), 0);
 }
@@ -83,9 +127,14 @@ async fn an_untrusted_certificate_is_refused() {
     let dovecot = Dovecot::start(&[("tls", "pw")]);
     dovecot.deliver("tls", &message("t1", "x"));
     let dir = tempfile::tempdir().unwrap();
-    let account = dovecot_account(&dovecot, "tls", "tls", "pw", "").replace(&format!("ca_file = {:?}\n", dovecot.ca_file()), "");
+    let account = dovecot_account(&dovecot, "tls", "tls", "pw", "")
+        .replace(&format!("ca_file = {:?}\n", dovecot.ca_file()), "");
     let report = fetch_once(&support::config_text(&dir.path().join("spool"), &[account])).await;
-    let error = report.accounts[0].error.as_ref().expect("TLS must fail").to_string();
+    let error = report.accounts[0]
+        .error
+        .as_ref()
+        .expect("TLS must fail")
+        .to_string();
     assert!(error.starts_with("TLS"), "{error}");
     assert_eq!(dovecot.count("tls"), 1);
 }
@@ -97,18 +146,31 @@ fn a_thousand_messages_across_five_accounts() {
     let dovecot = Dovecot::start(&users);
     for name in names {
         for i in 0..200 {
-            dovecot.deliver(name, &message(&format!("{name}-{i}"), &"text of a message\r\n".repeat(i % 40 + 1)));
+            dovecot.deliver(
+                name,
+                &message(
+                    &format!("{name}-{i}"),
+                    &"text of a message\r\n".repeat(i % 40 + 1),
+                ),
+            );
         }
     }
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
-    let accounts: Vec<String> = names.iter().map(|n| dovecot_account(&dovecot, n, n, "pw", "")).collect();
+    let accounts: Vec<String> = names
+        .iter()
+        .map(|n| dovecot_account(&dovecot, n, n, "pw", ""))
+        .collect();
     let config = dir.path().join("outpost.toml");
     std::fs::write(&config, support::config_text(&spool_dir, &accounts)).unwrap();
 
     let output = support::outpost(&["--config", config.to_str().unwrap(), "fetch"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("total: 1000 messages"), "{stdout}");
     let ids = spooled_ids(&spool_dir);
     assert_eq!(ids.len(), 1000);
@@ -119,7 +181,11 @@ fn a_thousand_messages_across_five_accounts() {
     // The spool's index agrees with its files.
     let spool = Spool::open(&spool_dir).unwrap();
     assert_eq!(spool.list().unwrap().len(), 1000);
-    assert_eq!(spool.recovery(), spool::Recovery::default(), "a clean run leaves nothing to recover");
+    assert_eq!(
+        spool.recovery(),
+        spool::Recovery::default(),
+        "a clean run leaves nothing to recover"
+    );
 }
 
 #[tokio::test]
@@ -130,7 +196,16 @@ async fn kept_mail_is_fetched_once_and_deleted_after_its_time() {
     }
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
-    let keep = support::config_text(&spool_dir, &[dovecot_account(&dovecot, "keeper", "keeper", "pw", "keep = true")]);
+    let keep = support::config_text(
+        &spool_dir,
+        &[dovecot_account(
+            &dovecot,
+            "keeper",
+            "keeper",
+            "pw",
+            "keep = true",
+        )],
+    );
     let first = fetch_once(&keep).await;
     assert_eq!((first.fetched(), first.accounts[0].deleted), (3, 0));
     assert_eq!(dovecot.count("keeper"), 3);
@@ -138,7 +213,16 @@ async fn kept_mail_is_fetched_once_and_deleted_after_its_time() {
     assert_eq!(second.fetched(), 0, "kept messages are not fetched again");
     assert_eq!(dovecot.count("keeper"), 3);
 
-    let expiring = support::config_text(&spool_dir, &[dovecot_account(&dovecot, "keeper", "keeper", "pw", "keep = true\ndelete_after = \"1s\"")]);
+    let expiring = support::config_text(
+        &spool_dir,
+        &[dovecot_account(
+            &dovecot,
+            "keeper",
+            "keeper",
+            "pw",
+            "keep = true\ndelete_after = \"1s\"",
+        )],
+    );
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let third = fetch_once(&expiring).await;
     assert_eq!((third.fetched(), third.accounts[0].deleted), (0, 3));

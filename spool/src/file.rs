@@ -63,7 +63,9 @@ impl FileHeader {
                 return Err(invalid("message file ends inside its header block"));
             }
             consumed += n as u64;
-            let text = line.strip_suffix('\n').ok_or_else(|| invalid("header block too long"))?;
+            let text = line
+                .strip_suffix('\n')
+                .ok_or_else(|| invalid("header block too long"))?;
             if first {
                 if text != MAGIC {
                     return Err(invalid("not an outpost spool file"));
@@ -80,7 +82,12 @@ impl FileHeader {
                 .ok_or_else(|| invalid("header line without a colon"))?;
             fields.push((name.to_ascii_lowercase(), value.to_string()));
         }
-        let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
         let id = get("id")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| invalid("missing or bad Id"))?;

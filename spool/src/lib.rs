@@ -69,7 +69,10 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: &Path) -> Result<T> {
-        self.map_err(|source| SpoolError::Io { path: path.to_path_buf(), source })
+        self.map_err(|source| SpoolError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -192,11 +195,17 @@ fn uidl_key(set: UidlSet, account: &str, uidl: &str) -> Vec<u8> {
 
 /// Seconds since the Unix epoch, now.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// What [`Spool::open`] found and repaired.
@@ -234,7 +243,9 @@ struct Inner {
 
 impl fmt::Debug for Spool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Spool").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Spool")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
@@ -336,10 +347,16 @@ impl Spool {
         envelope: impl FnOnce(&[u8]) -> Envelope + Send + 'static,
     ) -> Result<MessageWriter> {
         if !file::is_clean(&origin.account) {
-            return Err(SpoolError::Unclean { what: "account name", value: origin.account });
+            return Err(SpoolError::Unclean {
+                what: "account name",
+                value: origin.account,
+            });
         }
         if let Some(uidl) = origin.uidl.as_ref().filter(|u| !file::is_clean(u)) {
-            return Err(SpoolError::Unclean { what: "UIDL", value: uidl.clone() });
+            return Err(SpoolError::Unclean {
+                what: "UIDL",
+                value: uidl.clone(),
+            });
         }
         let id = self.next_id();
         let tmp = self.tmp_dir().join(format!("{id}.tmp"));
@@ -370,8 +387,14 @@ impl Spool {
             };
             writes.insert(message_key(msg.header.id), encode(&entry));
             if let Some(uidl) = &msg.header.origin.uidl {
-                let mark = UidlMark { first_seen: msg.header.origin.arrived, size: msg.size };
-                writes.insert(uidl_key(UidlSet::Seen, &msg.header.origin.account, uidl), encode(&mark));
+                let mark = UidlMark {
+                    first_seen: msg.header.origin.arrived,
+                    size: msg.size,
+                };
+                writes.insert(
+                    uidl_key(UidlSet::Seen, &msg.header.origin.account, uidl),
+                    encode(&mark),
+                );
             }
         }
         self.inner.db.apply_batch(writes)?;
@@ -394,8 +417,14 @@ impl Spool {
     /// Records `uidl` in `set` unless it is there already; returns whether it is new.
     pub fn add_uidl(&self, set: UidlSet, account: &str, uidl: &str, size: u64) -> Result<bool> {
         let key = uidl_key(set, account, uidl);
-        let mark = UidlMark { first_seen: now(), size };
-        let previous = self.inner.db.compare_and_swap(&key, None as Option<&[u8]>, Some(encode(&mark)))?;
+        let mark = UidlMark {
+            first_seen: now(),
+            size,
+        };
+        let previous =
+            self.inner
+                .db
+                .compare_and_swap(&key, None as Option<&[u8]>, Some(encode(&mark)))?;
         Ok(previous.is_ok())
     }
 
@@ -419,7 +448,13 @@ impl Spool {
     /// What the spool remembers of an account between sessions.
     pub fn account_record(&self, account: &str) -> Result<AccountRecord> {
         let key = [ACCOUNT_PREFIX, account.as_bytes()].concat();
-        Ok(self.inner.db.get(&key)?.map(|v| decode(&key, &v)).transpose()?.unwrap_or_default())
+        Ok(self
+            .inner
+            .db
+            .get(&key)?
+            .map(|v| decode(&key, &v))
+            .transpose()?
+            .unwrap_or_default())
     }
 
     pub fn set_account_record(&self, account: &str, record: &AccountRecord) -> Result<()> {
@@ -454,6 +489,14 @@ impl Spool {
         let (header, offset) = FileHeader::decode(&mut file).at(&path)?;
         file.seek(SeekFrom::Start(offset)).at(&path)?;
         Ok((header, file))
+    }
+
+    /// Changes the state of a queued message.
+    pub fn set_state(&self, id: QueueId, state: State) -> Result<()> {
+        let mut entry = self.entry(id)?;
+        entry.state = state;
+        self.inner.db.insert(message_key(id), encode(&entry))?;
+        Ok(())
     }
 
     /// Removes a message whose delivery the local server has accepted: the file first, then the
@@ -525,8 +568,14 @@ impl Spool {
             };
             writes.insert(message_key(id), encode(&entry));
             if let Some(uidl) = &header.origin.uidl {
-                let mark = UidlMark { first_seen: header.origin.arrived, size };
-                writes.insert(uidl_key(UidlSet::Seen, &header.origin.account, uidl), encode(&mark));
+                let mark = UidlMark {
+                    first_seen: header.origin.arrived,
+                    size,
+                };
+                writes.insert(
+                    uidl_key(UidlSet::Seen, &header.origin.account, uidl),
+                    encode(&mark),
+                );
             }
             found.indexed += 1;
         }

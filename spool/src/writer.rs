@@ -52,7 +52,11 @@ impl MessageWriter {
         tmp: PathBuf,
         dest: PathBuf,
     ) -> Result<MessageWriter> {
-        let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).at(&tmp)?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .at(&tmp)?;
         Ok(MessageWriter {
             id,
             origin,
@@ -84,7 +88,8 @@ impl MessageWriter {
         }
         let searched = self.preread.len().saturating_sub(3);
         self.preread.extend_from_slice(data);
-        if headers_end(&self.preread[searched..]).is_some() || self.preread.len() >= HEADER_PREREAD {
+        if headers_end(&self.preread[searched..]).is_some() || self.preread.len() >= HEADER_PREREAD
+        {
             self.start_body()?;
         }
         Ok(())
@@ -93,16 +98,25 @@ impl MessageWriter {
     /// Derives the envelope from the header section, writes the file's header block and what was
     /// held back.
     fn start_body(&mut self) -> Result<()> {
-        let Some(resolve) = self.envelope.take() else { return Ok(()) };
+        let Some(resolve) = self.envelope.take() else {
+            return Ok(());
+        };
         let held = std::mem::take(&mut self.preread);
         let end = headers_end(&held).unwrap_or(held.len().min(HEADER_PREREAD));
         let envelope = resolve(&held[..end]);
         for value in std::iter::once(&envelope.sender).chain(&envelope.recipients) {
             if !is_clean(value) {
-                return Err(SpoolError::Unclean { what: "envelope address", value: value.clone() });
+                return Err(SpoolError::Unclean {
+                    what: "envelope address",
+                    value: value.clone(),
+                });
             }
         }
-        let header = FileHeader { id: self.id, origin: self.origin.clone(), envelope };
+        let header = FileHeader {
+            id: self.id,
+            origin: self.origin.clone(),
+            envelope,
+        };
         self.file.write_all(&header.encode()).at(&self.tmp)?;
         self.file.write_all(&held).at(&self.tmp)?;
         self.header = Some(header);
@@ -118,7 +132,10 @@ impl MessageWriter {
         fs::rename(&self.tmp, &self.dest).at(&self.dest)?;
         self.finished = true;
         let header = self.header.take().expect("start_body wrote the header");
-        Ok(Spooled { header, size: self.size })
+        Ok(Spooled {
+            header,
+            size: self.size,
+        })
     }
 }
 

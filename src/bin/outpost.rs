@@ -13,10 +13,19 @@ use outpost::fetch::{self, AccountProgress};
 use outpost::progress::{self, LiveDisplay};
 
 #[derive(Parser)]
-#[command(version, about = "Brings POP3 mail into your own mail server over a slow or metered link")]
+#[command(
+    version,
+    about = "Brings POP3 mail into your own mail server over a slow or metered link"
+)]
 struct Args {
     /// Configuration file.
-    #[arg(short, long, global = true, env = "OUTPOST_CONFIG", default_value = "/etc/outpost/outpost.toml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "OUTPOST_CONFIG",
+        default_value = "/etc/outpost/outpost.toml"
+    )]
     config: PathBuf,
     #[command(flatten)]
     log: cli::LogArgs,
@@ -52,7 +61,11 @@ fn main() -> ExitCode {
     };
     let result = match args.command {
         Command::CheckConfig => {
-            println!("{}: ok, {} account(s)", args.config.display(), config.accounts.len());
+            println!(
+                "{}: ok, {} account(s)",
+                args.config.display(),
+                config.accounts.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch { account } => fetch(config, account),
@@ -71,9 +84,13 @@ fn fetch(config: Config, only: Option<String>) -> anyhow::Result<ExitCode> {
         .map(|a| (a.clone(), AccountProgress::new(&a.name)))
         .collect();
     if accounts.is_empty() {
-        anyhow::bail!("no account named {:?} in the configuration", only.unwrap_or_default());
+        anyhow::bail!(
+            "no account named {:?} in the configuration",
+            only.unwrap_or_default()
+        );
     }
-    let spool = spool::Spool::open(&config.spool_dir).with_context(|| format!("opening the spool in {}", config.spool_dir.display()))?;
+    let spool = spool::Spool::open(&config.spool_dir)
+        .with_context(|| format!("opening the spool in {}", config.spool_dir.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(async {
         let display = LiveDisplay::start(accounts.iter().map(|(_, p)| Arc::clone(p)).collect());
@@ -82,5 +99,9 @@ fn fetch(config: Config, only: Option<String>) -> anyhow::Result<ExitCode> {
         report
     });
     print!("{}", progress::summary(&report));
-    Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

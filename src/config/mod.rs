@@ -108,7 +108,9 @@ impl SecretSource {
     pub async fn resolve(&self) -> Result<Secret, SecretError> {
         let text = match self {
             SecretSource::Value(s) => return Ok(s.clone()),
-            SecretSource::File(path) => tokio::fs::read_to_string(path).await.map_err(|e| SecretError::File(path.clone(), e))?,
+            SecretSource::File(path) => tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| SecretError::File(path.clone(), e))?,
             SecretSource::Command(cmd) => {
                 let limit = Duration::from_secs(30);
                 let child = tokio::process::Command::new("sh")
@@ -129,7 +131,11 @@ impl SecretSource {
                 String::from_utf8_lossy(&output.stdout).into_owned()
             }
         };
-        let first = text.lines().next().unwrap_or_default().trim_end_matches('\r');
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('\r');
         if first.is_empty() {
             return Err(SecretError::Empty);
         }
@@ -143,17 +149,26 @@ pub enum LoadError {
     #[error("cannot read {0}: {1}")]
     Read(PathBuf, std::io::Error),
     #[error("{path}: {count} error(s):\n{}", list.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
-    Invalid { path: PathBuf, count: usize, list: Vec<ConfigError> },
+    Invalid {
+        path: PathBuf,
+        count: usize,
+        list: Vec<ConfigError>,
+    },
 }
 
 impl Config {
     /// Reads and validates `path`. Warns when the file is readable by other users, since it may
     /// hold passwords.
     pub fn load(path: &Path) -> Result<Config, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read(path.to_path_buf(), e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| LoadError::Read(path.to_path_buf(), e))?;
         warn_if_readable_by_others(path);
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|list| LoadError::Invalid { path: path.to_path_buf(), count: list.len(), list })
+        Config::parse(&text, base).map_err(|list| LoadError::Invalid {
+            path: path.to_path_buf(),
+            count: list.len(),
+            list,
+        })
     }
 
     /// Parses and validates a configuration text; relative paths in it are taken from `base`.
@@ -197,10 +212,18 @@ impl Config {
                 None => top.error("account", "write each account as an [[account]] table"),
                 Some(array) => {
                     for (i, table) in array.iter().enumerate() {
-                        let section = Section::new(table, format!("account[{}]", i + 1), table.span(), &errors);
+                        let section = Section::new(
+                            table,
+                            format!("account[{}]", i + 1),
+                            table.span(),
+                            &errors,
+                        );
                         if let Some(account) = read_account(&section, base) {
                             if accounts.iter().any(|a: &Account| a.name == account.name) {
-                                section.error("name", format!("another account is already named {:?}", account.name));
+                                section.error(
+                                    "name",
+                                    format!("another account is already named {:?}", account.name),
+                                );
                             }
                             accounts.push(account);
                         }
@@ -224,68 +247,116 @@ impl Config {
 }
 
 fn read_local(section: Option<Section>) -> LocalServer {
-    let mut local = LocalServer { host: "localhost".into(), port: 25, tls: TlsMode::None, ca_file: None, helo: None };
+    let mut local = LocalServer {
+        host: "localhost".into(),
+        port: 25,
+        tls: TlsMode::None,
+        ca_file: None,
+        helo: None,
+    };
     let Some(s) = section else { return local };
     if let Some(host) = s.string("host") {
         local.host = host;
     }
     local.tls = s.choice("tls", TLS_CHOICES).unwrap_or(TlsMode::None);
-    local.port = s
-        .integer("port", 1..=65535)
-        .map(|p| p as u16)
-        .unwrap_or(if local.tls == TlsMode::Implicit { 465 } else { 25 });
+    local.port = s.integer("port", 1..=65535).map(|p| p as u16).unwrap_or(
+        if local.tls == TlsMode::Implicit {
+            465
+        } else {
+            25
+        },
+    );
     local.ca_file = s.string("ca_file").map(PathBuf::from);
     local.helo = s.string("helo");
     s.finish();
     local
 }
 
-const TLS_CHOICES: &[(&str, TlsMode)] =
-    &[("implicit", TlsMode::Implicit), ("starttls", TlsMode::StartTls), ("none", TlsMode::None)];
+const TLS_CHOICES: &[(&str, TlsMode)] = &[
+    ("implicit", TlsMode::Implicit),
+    ("starttls", TlsMode::StartTls),
+    ("none", TlsMode::None),
+];
 
 fn read_account(s: &Section, base: &Path) -> Option<Account> {
     let name = s.required_string("name");
     if let Some(name) = &name {
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
-            s.error("name", format!("{name:?}: use letters, digits and - _ . @ only"));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        {
+            s.error(
+                "name",
+                format!("{name:?}: use letters, digits and - _ . @ only"),
+            );
         }
     }
     let server = s.required_string("server");
     let tls = s.choice("tls", TLS_CHOICES);
     if !s.has("tls") {
-        s.error("tls", "is required: \"implicit\" (POP3S, port 995), \"starttls\" or \"none\"");
+        s.error(
+            "tls",
+            "is required: \"implicit\" (POP3S, port 995), \"starttls\" or \"none\"",
+        );
     }
     let port = s.integer("port", 1..=65535).map(|p| p as u16);
     let user = s.required_string("user");
     let mut auth_choices: Vec<(&str, AuthChoice)> = vec![("auto", AuthChoice::Auto)];
-    auth_choices.extend(Mechanism::ALL.iter().map(|&m| (m.config_name(), AuthChoice::Exact(m))));
+    auth_choices.extend(
+        Mechanism::ALL
+            .iter()
+            .map(|&m| (m.config_name(), AuthChoice::Exact(m))),
+    );
     let auth = s.choice("auth", &auth_choices).unwrap_or(AuthChoice::Auto);
 
-    let sources: Vec<&str> = ["password", "password_file", "password_command"].into_iter().filter(|k| s.has(k)).collect();
+    let sources: Vec<&str> = ["password", "password_file", "password_command"]
+        .into_iter()
+        .filter(|k| s.has(k))
+        .collect();
     let secret = match sources.as_slice() {
         [] => {
-            s.error("password", "one of password, password_file or password_command is required");
+            s.error(
+                "password",
+                "one of password, password_file or password_command is required",
+            );
             None
         }
-        ["password"] => s.string("password").map(|p| SecretSource::Value(Secret::new(p))),
-        ["password_file"] => s.string("password_file").map(|p| SecretSource::File(base.join(p))),
+        ["password"] => s
+            .string("password")
+            .map(|p| SecretSource::Value(Secret::new(p))),
+        ["password_file"] => s
+            .string("password_file")
+            .map(|p| SecretSource::File(base.join(p))),
         ["password_command"] => s.string("password_command").map(SecretSource::Command),
         _ => {
             for k in &sources {
                 s.item(k);
             }
-            s.error(sources[1], format!("give only one of {}", sources.join(", ")));
+            s.error(
+                sources[1],
+                format!("give only one of {}", sources.join(", ")),
+            );
             None
         }
     };
 
     let deliver_to = s.string_list("deliver_to");
     match &deliver_to {
-        None if !s.has("deliver_to") => s.error("deliver_to", "is required: the local address(es) that get this mailbox's mail"),
+        None if !s.has("deliver_to") => s.error(
+            "deliver_to",
+            "is required: the local address(es) that get this mailbox's mail",
+        ),
         Some(list) if list.is_empty() => s.error("deliver_to", "needs at least one address"),
         Some(list) => {
-            for addr in list.iter().filter(|a| !crate::envelope::is_valid_address(a)) {
-                s.error("deliver_to", format!("{addr:?} is not an address of the form user@domain"));
+            for addr in list
+                .iter()
+                .filter(|a| !crate::envelope::is_valid_address(a))
+            {
+                s.error(
+                    "deliver_to",
+                    format!("{addr:?} is not an address of the form user@domain"),
+                );
             }
         }
         None => {}
@@ -294,7 +365,10 @@ fn read_account(s: &Section, base: &Path) -> Option<Account> {
     let keep = s.boolean("keep").unwrap_or(false);
     let delete_after = s.duration("delete_after");
     if s.has("delete_after") && !keep {
-        s.error("delete_after", "only makes sense with keep = true (without keep, mail is deleted once spooled)");
+        s.error(
+            "delete_after",
+            "only makes sense with keep = true (without keep, mail is deleted once spooled)",
+        );
     }
     let allow_insecure_auth = s.boolean("allow_insecure_auth").unwrap_or(false);
     let timeout = s.duration("timeout").unwrap_or(Duration::from_secs(60));
@@ -341,7 +415,9 @@ fn read_account(s: &Section, base: &Path) -> Option<Account> {
 fn is_domain(text: &str) -> bool {
     !text.is_empty()
         && text.split('.').all(|label| {
-            !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
 
@@ -416,9 +492,17 @@ delete_after = "soon"
             "line 15: account[1].delete_after: \"soon\" is not a duration",
         ];
         for want in expect {
-            assert!(shown.iter().any(|s| s.starts_with(want)), "missing {want:?} in {shown:#?}");
+            assert!(
+                shown.iter().any(|s| s.starts_with(want)),
+                "missing {want:?} in {shown:#?}"
+            );
         }
-        assert!(shown.iter().any(|s| s.contains("delete_after: only makes sense with keep")), "{shown:#?}");
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.contains("delete_after: only makes sense with keep")),
+            "{shown:#?}"
+        );
     }
 
     #[test]
@@ -429,10 +513,21 @@ delete_after = "soon"
 
     #[test]
     fn missing_pieces_are_named() {
-        let errors = Config::parse("spool_dir = \"x\"\n[[account]]\nname = \"a\"\n", Path::new("/")).unwrap_err();
-        let shown = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+        let errors = Config::parse(
+            "spool_dir = \"x\"\n[[account]]\nname = \"a\"\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        let shown = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
         for key in ["server", "tls", "user", "password", "deliver_to"] {
-            assert!(shown.contains(&format!("account[1].{key}")), "{key} not in {shown}");
+            assert!(
+                shown.contains(&format!("account[1].{key}")),
+                "{key} not in {shown}"
+            );
         }
     }
 
@@ -441,10 +536,19 @@ delete_after = "soon"
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pass");
         std::fs::write(&file, "from-file\n").unwrap();
-        assert_eq!(SecretSource::File(file).resolve().await.unwrap().expose(), "from-file");
+        assert_eq!(
+            SecretSource::File(file).resolve().await.unwrap().expose(),
+            "from-file"
+        );
         let cmd = SecretSource::Command("printf 'from-command\\nignored'".into());
         assert_eq!(cmd.resolve().await.unwrap().expose(), "from-command");
-        assert!(SecretSource::Command("exit 3".into()).resolve().await.is_err());
-        assert!(matches!(SecretSource::Command("true".into()).resolve().await, Err(SecretError::Empty)));
+        assert!(SecretSource::Command("exit 3".into())
+            .resolve()
+            .await
+            .is_err());
+        assert!(matches!(
+            SecretSource::Command("true".into()).resolve().await,
+            Err(SecretError::Empty)
+        ));
     }
 }

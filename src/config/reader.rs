@@ -36,19 +36,36 @@ pub struct Errors<'s> {
 
 impl<'s> Errors<'s> {
     pub fn new(source: &'s str) -> Self {
-        Errors { source, list: RefCell::new(Vec::new()) }
+        Errors {
+            source,
+            list: RefCell::new(Vec::new()),
+        }
     }
 
     pub fn line_of(&self, span: Option<Range<usize>>) -> usize {
         match span {
-            Some(span) => self.source[..span.start.min(self.source.len())].matches('\n').count() + 1,
+            Some(span) => {
+                self.source[..span.start.min(self.source.len())]
+                    .matches('\n')
+                    .count()
+                    + 1
+            }
             None => 0,
         }
     }
 
-    pub fn push(&self, span: Option<Range<usize>>, key: impl Into<String>, message: impl Into<String>) {
+    pub fn push(
+        &self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let line = self.line_of(span);
-        self.list.borrow_mut().push(ConfigError { line, key: key.into(), message: message.into() });
+        self.list.borrow_mut().push(ConfigError {
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
     }
 
     pub fn into_vec(self) -> Vec<ConfigError> {
@@ -73,8 +90,19 @@ pub struct Section<'a, 's> {
 }
 
 impl<'a, 's> Section<'a, 's> {
-    pub fn new(table: &'a dyn TableLike, path: impl Into<String>, span: Option<Range<usize>>, errors: &'a Errors<'s>) -> Self {
-        Section { table, path: path.into(), span, used: RefCell::new(HashSet::new()), errors }
+    pub fn new(
+        table: &'a dyn TableLike,
+        path: impl Into<String>,
+        span: Option<Range<usize>>,
+        errors: &'a Errors<'s>,
+    ) -> Self {
+        Section {
+            table,
+            path: path.into(),
+            span,
+            used: RefCell::new(HashSet::new()),
+            errors,
+        }
     }
 
     /// The full dotted name of `key` in this section.
@@ -88,7 +116,11 @@ impl<'a, 's> Section<'a, 's> {
 
     /// Reports a problem with `key` at its line (or the section's, if the key is absent).
     pub fn error(&self, key: &str, message: impl Into<String>) {
-        let span = self.table.key(key).and_then(|k| k.span()).or_else(|| self.span.clone());
+        let span = self
+            .table
+            .key(key)
+            .and_then(|k| k.span())
+            .or_else(|| self.span.clone());
         self.errors.push(span, self.key_path(key), message);
     }
 
@@ -117,7 +149,10 @@ impl<'a, 's> Section<'a, 's> {
         match value.as_str() {
             Some(s) => Some(s.to_string()),
             None => {
-                self.error(key, format!("expected a string, found {}", value.type_name()));
+                self.error(
+                    key,
+                    format!("expected a string, found {}", value.type_name()),
+                );
                 None
             }
         }
@@ -135,7 +170,10 @@ impl<'a, 's> Section<'a, 's> {
         match value.as_bool() {
             Some(b) => Some(b),
             None => {
-                self.error(key, format!("expected true or false, found {}", value.type_name()));
+                self.error(
+                    key,
+                    format!("expected true or false, found {}", value.type_name()),
+                );
                 None
             }
         }
@@ -147,11 +185,17 @@ impl<'a, 's> Section<'a, 's> {
         match value.as_integer() {
             Some(n) if range.contains(&n) => Some(n),
             Some(n) => {
-                self.error(key, format!("{n} is out of range ({} to {})", range.start(), range.end()));
+                self.error(
+                    key,
+                    format!("{n} is out of range ({} to {})", range.start(), range.end()),
+                );
                 None
             }
             None => {
-                self.error(key, format!("expected an integer, found {}", value.type_name()));
+                self.error(
+                    key,
+                    format!("expected an integer, found {}", value.type_name()),
+                );
                 None
             }
         }
@@ -163,7 +207,12 @@ impl<'a, 's> Section<'a, 's> {
         match humantime::parse_duration(&text) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.error(key, format!("{text:?} is not a duration ({e}); write e.g. \"90s\", \"15m\", \"1h 30m\""));
+                self.error(
+                    key,
+                    format!(
+                        "{text:?} is not a duration ({e}); write e.g. \"90s\", \"15m\", \"1h 30m\""
+                    ),
+                );
                 None
             }
         }
@@ -198,7 +247,13 @@ impl<'a, 's> Section<'a, 's> {
             return Some(vec![s.to_string()]);
         }
         let Some(array) = value.as_array() else {
-            self.error(key, format!("expected a string or a list of strings, found {}", value.type_name()));
+            self.error(
+                key,
+                format!(
+                    "expected a string or a list of strings, found {}",
+                    value.type_name()
+                ),
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -206,7 +261,11 @@ impl<'a, 's> Section<'a, 's> {
             match v.as_str() {
                 Some(s) => out.push(s.to_string()),
                 None => {
-                    self.errors.push(v.span(), self.key_path(key), format!("expected a string, found {}", v.type_name()));
+                    self.errors.push(
+                        v.span(),
+                        self.key_path(key),
+                        format!("expected a string, found {}", v.type_name()),
+                    );
                     return None;
                 }
             }
@@ -217,7 +276,10 @@ impl<'a, 's> Section<'a, 's> {
     /// One of `choices`.
     pub fn choice<T: Copy>(&self, key: &str, choices: &[(&str, T)]) -> Option<T> {
         let text = self.string(key)?;
-        match choices.iter().find(|(name, _)| name.eq_ignore_ascii_case(&text)) {
+        match choices
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(&text))
+        {
             Some((_, v)) => Some(*v),
             None => {
                 let names: Vec<_> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
@@ -231,7 +293,12 @@ impl<'a, 's> Section<'a, 's> {
     pub fn section(&self, key: &str) -> Option<Section<'a, 's>> {
         let item = self.item(key)?;
         match item.as_table_like() {
-            Some(table) => Some(Section::new(table, self.key_path(key), item.span(), self.errors)),
+            Some(table) => Some(Section::new(
+                table,
+                self.key_path(key),
+                item.span(),
+                self.errors,
+            )),
             None => {
                 self.error(key, "expected a table");
                 None
@@ -253,9 +320,13 @@ impl<'a, 's> Section<'a, 's> {
 /// Parses `10MB`, `1.5 GB`, `512KiB`, `2048`: KB, MB, GB are powers of 1000; KiB, MiB, GiB of 1024.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size; write e.g. \"10MB\""))?;
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; write e.g. \"10MB\""))?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -264,7 +335,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "kib" => 1 << 10,
         "mib" => 1 << 20,
         "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} (use B, KB, MB, GB, KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KB, MB, GB, KiB, MiB or GiB)"
+            ))
+        }
     };
     Ok((number * factor as f64).round() as u64)
 }

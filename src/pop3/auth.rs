@@ -74,16 +74,27 @@ impl Mechanism {
 /// Picks the mechanism for `auth = "auto"`: the strongest that the server offers and that is safe
 /// on this connection. Challenge-response mechanisms come first because they never reveal the
 /// password; OAuth is never chosen automatically (its secret is a token, which must be asked for).
-pub fn choose_auto(caps: &Capabilities, apop_stamp: bool, encrypted: bool, allow_insecure: bool) -> Option<Mechanism> {
+pub fn choose_auto(
+    caps: &Capabilities,
+    apop_stamp: bool,
+    encrypted: bool,
+    allow_insecure: bool,
+) -> Option<Mechanism> {
     let offered = |m: Mechanism| match m {
         Mechanism::User => caps.user || !caps.known,
         Mechanism::Apop => apop_stamp,
         other => caps.has_sasl(other.sasl_name().unwrap_or_default()),
     };
-    [Mechanism::CramMd5, Mechanism::Apop, Mechanism::Plain, Mechanism::Login, Mechanism::User]
-        .into_iter()
-        .filter(|&m| offered(m))
-        .find(|&m| encrypted || allow_insecure || !m.reveals_secret())
+    [
+        Mechanism::CramMd5,
+        Mechanism::Apop,
+        Mechanism::Plain,
+        Mechanism::Login,
+        Mechanism::User,
+    ]
+    .into_iter()
+    .filter(|&m| offered(m))
+    .find(|&m| encrypted || allow_insecure || !m.reveals_secret())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -108,22 +119,35 @@ pub fn base64(text: &str) -> String {
 }
 
 /// CRAM-MD5's answer to the server's challenge (RFC 2195 §2).
-pub fn cram_md5_response(user: &str, secret: &Secret, challenge_b64: &str) -> Result<String, AuthError> {
-    let challenge = B64.decode(challenge_b64.trim()).map_err(|_| AuthError::BadChallenge)?;
-    let mut mac = Hmac::<Md5>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes any key length");
+pub fn cram_md5_response(
+    user: &str,
+    secret: &Secret,
+    challenge_b64: &str,
+) -> Result<String, AuthError> {
+    let challenge = B64
+        .decode(challenge_b64.trim())
+        .map_err(|_| AuthError::BadChallenge)?;
+    let mut mac =
+        Hmac::<Md5>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes any key length");
     mac.update(&challenge);
     Ok(B64.encode(format!("{user} {}", hex(&mac.finalize().into_bytes()))))
 }
 
 /// XOAUTH2's one message: user and bearer token.
 pub fn xoauth2_response(user: &str, token: &Secret) -> String {
-    B64.encode(format!("user={user}\x01auth=Bearer {}\x01\x01", token.expose()))
+    B64.encode(format!(
+        "user={user}\x01auth=Bearer {}\x01\x01",
+        token.expose()
+    ))
 }
 
 /// OAUTHBEARER's one message (RFC 7628 §3.1): a GS2 header with the user, host, port and token.
 pub fn oauthbearer_response(user: &str, host: &str, port: u16, token: &Secret) -> String {
     let user = user.replace('=', "=3D").replace(',', "=2C");
-    B64.encode(format!("n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {}\x01\x01", token.expose()))
+    B64.encode(format!(
+        "n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {}\x01\x01",
+        token.expose()
+    ))
 }
 
 /// What the client answers to an OAuth error challenge (RFC 7628 §3.2.3 for OAUTHBEARER, a single
@@ -171,19 +195,38 @@ pub fn ntlm_negotiate() -> String {
         supplied_workstation: String::new(),
         os_version: Default::default(),
     });
-    B64.encode(message.to_bytes().expect("a negotiate message always encodes"))
+    B64.encode(
+        message
+            .to_bytes()
+            .expect("a negotiate message always encodes"),
+    )
 }
 
 /// NTLM's answer (Authenticate, with an NTLMv2 response) to the server's Challenge.
-pub fn ntlm_authenticate(user: &str, secret: &Secret, challenge_b64: &str) -> Result<String, AuthError> {
-    let bytes = B64.decode(challenge_b64.trim()).map_err(|_| AuthError::BadChallenge)?;
+pub fn ntlm_authenticate(
+    user: &str,
+    secret: &Secret,
+    challenge_b64: &str,
+) -> Result<String, AuthError> {
+    let bytes = B64
+        .decode(challenge_b64.trim())
+        .map_err(|_| AuthError::BadChallenge)?;
     let challenge = match ntlmclient::Message::try_from(bytes.as_slice()) {
         Ok(ntlmclient::Message::Challenge(c)) => c,
         _ => return Err(AuthError::BadChallenge),
     };
-    let target_info: Vec<u8> = challenge.target_information.iter().flat_map(|e| e.to_bytes()).collect();
+    let target_info: Vec<u8> = challenge
+        .target_information
+        .iter()
+        .flat_map(|e| e.to_bytes())
+        .collect();
     let creds = ntlm_credentials(user, secret);
-    let response = ntlmclient::respond_challenge_ntlm_v2(challenge.challenge, &target_info, ntlmclient::get_ntlm_time(), &creds);
+    let response = ntlmclient::respond_challenge_ntlm_v2(
+        challenge.challenge,
+        &target_info,
+        ntlmclient::get_ntlm_time(),
+        &creds,
+    );
     let message = response.to_message(&creds, "OUTPOST", ntlm_flags());
     let encoded = message.to_bytes().map_err(|_| AuthError::BadChallenge)?;
     Ok(B64.encode(encoded))
@@ -201,46 +244,78 @@ mod tests {
 
     #[test]
     fn apop_matches_rfc_1939_example() {
-        let cmd = apop_command("mrose", "<1896.697170952@dbc.mtview.ca.us>", &Secret::new("tanstaaf"));
+        let cmd = apop_command(
+            "mrose",
+            "<1896.697170952@dbc.mtview.ca.us>",
+            &Secret::new("tanstaaf"),
+        );
         assert_eq!(cmd, "APOP mrose c4c9334bac560ecc979e58001b3e22fb");
     }
 
     #[test]
     fn cram_md5_matches_rfc_2195_example() {
         let challenge = B64.encode("<1896.697170952@postoffice.reston.mci.net>");
-        let answer = cram_md5_response("tim", &Secret::new("tanstaaftanstaaf"), &challenge).unwrap();
-        assert_eq!(B64.decode(answer).unwrap(), b"tim b913a602c7eda7a495b4e6e7334d3890");
+        let answer =
+            cram_md5_response("tim", &Secret::new("tanstaaftanstaaf"), &challenge).unwrap();
+        assert_eq!(
+            B64.decode(answer).unwrap(),
+            b"tim b913a602c7eda7a495b4e6e7334d3890"
+        );
     }
 
     #[test]
     fn plain_and_oauth_messages() {
-        assert_eq!(B64.decode(plain_response("u", &Secret::new("p"))).unwrap(), b"\0u\0p");
         assert_eq!(
-            B64.decode(xoauth2_response("u@x", &Secret::new("tok"))).unwrap(),
+            B64.decode(plain_response("u", &Secret::new("p"))).unwrap(),
+            b"\0u\0p"
+        );
+        assert_eq!(
+            B64.decode(xoauth2_response("u@x", &Secret::new("tok")))
+                .unwrap(),
             b"user=u@x\x01auth=Bearer tok\x01\x01"
         );
         assert_eq!(
-            B64.decode(oauthbearer_response("a,b=c", "h", 995, &Secret::new("t"))).unwrap(),
+            B64.decode(oauthbearer_response("a,b=c", "h", 995, &Secret::new("t")))
+                .unwrap(),
             b"n,a=a=2Cb=3Dc,\x01host=h\x01port=995\x01auth=Bearer t\x01\x01"
         );
     }
 
     #[test]
     fn auto_never_reveals_a_password_on_a_clear_link() {
-        let mut caps = Capabilities { known: true, user: true, ..Default::default() };
+        let mut caps = Capabilities {
+            known: true,
+            user: true,
+            ..Default::default()
+        };
         caps.add_line("SASL PLAIN LOGIN");
         assert_eq!(choose_auto(&caps, false, false, false), None);
-        assert_eq!(choose_auto(&caps, false, true, false), Some(Mechanism::Plain));
-        assert_eq!(choose_auto(&caps, true, false, false), Some(Mechanism::Apop));
+        assert_eq!(
+            choose_auto(&caps, false, true, false),
+            Some(Mechanism::Plain)
+        );
+        assert_eq!(
+            choose_auto(&caps, true, false, false),
+            Some(Mechanism::Apop)
+        );
         caps.add_line("SASL CRAM-MD5");
-        assert_eq!(choose_auto(&caps, true, true, false), Some(Mechanism::CramMd5));
-        assert_eq!(choose_auto(&caps, false, false, true), Some(Mechanism::CramMd5));
+        assert_eq!(
+            choose_auto(&caps, true, true, false),
+            Some(Mechanism::CramMd5)
+        );
+        assert_eq!(
+            choose_auto(&caps, false, false, true),
+            Some(Mechanism::CramMd5)
+        );
     }
 
     #[test]
     fn ntlm_answers_a_challenge() {
         let negotiate = B64.decode(ntlm_negotiate()).unwrap();
         assert!(negotiate.starts_with(b"NTLMSSP\0\x01\0\0\0"));
-        assert_eq!(ntlm_authenticate("u", &Secret::new("p"), "bm90IG50bG0="), Err(AuthError::BadChallenge));
+        assert_eq!(
+            ntlm_authenticate("u", &Secret::new("p"), "bm90IG50bG0="),
+            Err(AuthError::BadChallenge)
+        );
     }
 }

@@ -27,7 +27,9 @@ pub struct BodyDecoder {
 
 impl Default for BodyDecoder {
     fn default() -> Self {
-        BodyDecoder { state: State::LineStart }
+        BodyDecoder {
+            state: State::LineStart,
+        }
     }
 }
 
@@ -127,7 +129,9 @@ mod tests {
 
     #[test]
     fn unstuffs_and_stops_at_the_terminator() {
-        let (body, rest, done) = decode_split_everywhere(b"Subject: x\r\n\r\n..hidden\r\n..\r\nend\r\n.\r\n+OK next\r\n");
+        let (body, rest, done) = decode_split_everywhere(
+            b"Subject: x\r\n\r\n..hidden\r\n..\r\nend\r\n.\r\n+OK next\r\n",
+        );
         assert!(done);
         assert_eq!(body, b"Subject: x\r\n\r\n.hidden\r\n.\r\nend\r\n");
         assert_eq!(rest, b"+OK next\r\n");

@@ -67,9 +67,16 @@ pub enum Pop3Error {
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("the server refused {command}: {text}")]
-    Refused { command: String, code: Option<ResponseCode>, text: String },
+    Refused {
+        command: String,
+        code: Option<ResponseCode>,
+        text: String,
+    },
     #[error("authentication failed ({mechanism}): {text}")]
-    AuthFailed { mechanism: &'static str, text: String },
+    AuthFailed {
+        mechanism: &'static str,
+        text: String,
+    },
     #[error("the server allows no login yet (LOGIN-DELAY): {0}")]
     LoginDelay(String),
     #[error("the mailbox is in use by another session: {0}")]
@@ -105,7 +112,11 @@ enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -115,7 +126,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -201,8 +216,16 @@ impl Session {
         }
         match session.read_reply("greeting").await? {
             Reply::Ok(text) => session.greeting = text,
-            Reply::Err { text, .. } => return Err(Pop3Error::Refused { command: "connection".into(), code: None, text }),
-            Reply::Continue(_) => return Err(Pop3Error::Protocol("greeting is a continuation".into())),
+            Reply::Err { text, .. } => {
+                return Err(Pop3Error::Refused {
+                    command: "connection".into(),
+                    code: None,
+                    text,
+                })
+            }
+            Reply::Continue(_) => {
+                return Err(Pop3Error::Protocol("greeting is a continuation".into()))
+            }
         }
         session.capa().await?;
         if opts.tls == TlsMode::StartTls {
@@ -331,7 +354,9 @@ impl Session {
         match self.read_reply(command).await? {
             Reply::Ok(text) => Ok(text),
             Reply::Err { code, text } => Err(refused(command, code, text)),
-            Reply::Continue(_) => Err(Pop3Error::Protocol(format!("unexpected continuation after {command}"))),
+            Reply::Continue(_) => Err(Pop3Error::Protocol(format!(
+                "unexpected continuation after {command}"
+            ))),
         }
     }
 
@@ -344,7 +369,9 @@ impl Session {
                 return Ok(lines);
             }
             if lines.len() == MAX_LISTING {
-                return Err(Pop3Error::Protocol(format!("{command} listing longer than {MAX_LISTING} lines")));
+                return Err(Pop3Error::Protocol(format!(
+                    "{command} listing longer than {MAX_LISTING} lines"
+                )));
             }
             lines.push(line.strip_prefix('.').map(str::to_string).unwrap_or(line));
         }
@@ -380,7 +407,13 @@ impl Session {
     }
 
     /// Logs in. On failure the session is useless; drop it.
-    pub async fn login(&mut self, user: &str, secret: &Secret, choice: AuthChoice, allow_insecure: bool) -> Result<Mechanism> {
+    pub async fn login(
+        &mut self,
+        user: &str,
+        secret: &Secret,
+        choice: AuthChoice,
+        allow_insecure: bool,
+    ) -> Result<Mechanism> {
         let stamp = reply::apop_timestamp(&self.greeting).map(str::to_string);
         let mechanism = match choice {
             AuthChoice::Exact(m) => m,
@@ -405,15 +438,24 @@ impl Session {
         let failed = |code: Option<ResponseCode>, text: String| match code {
             Some(ResponseCode::LoginDelay) => Pop3Error::LoginDelay(text),
             Some(ResponseCode::InUse) => Pop3Error::InUse(text),
-            Some(ResponseCode::SysTemp) | Some(ResponseCode::SysPerm) => refused("login", code, text),
-            _ => Pop3Error::AuthFailed { mechanism: name, text },
+            Some(ResponseCode::SysTemp) | Some(ResponseCode::SysPerm) => {
+                refused("login", code, text)
+            }
+            _ => Pop3Error::AuthFailed {
+                mechanism: name,
+                text,
+            },
         };
         match mechanism {
             Mechanism::User => {
                 // USER, PASS, UIDL and LIST in one burst when the server pipelines: two round trips
                 // saved. After a refused login the listing is refused too, and the session dropped.
                 if self.caps.pipelining {
-                    self.send(&format!("USER {user}\r\nPASS {}\r\nUIDL\r\nLIST\r\n", secret.expose())).await?;
+                    self.send(&format!(
+                        "USER {user}\r\nPASS {}\r\nUIDL\r\nLIST\r\n",
+                        secret.expose()
+                    ))
+                    .await?;
                     self.listing_sent = true;
                     let user_reply = self.read_reply("USER").await?;
                     let pass_reply = self.read_reply("PASS").await?;
@@ -430,12 +472,21 @@ impl Session {
                 ok_or(self.read_reply("PASS").await?, failed)
             }
             Mechanism::Apop => {
-                let stamp = stamp.ok_or_else(|| Pop3Error::NoMechanism("the server's greeting has no APOP timestamp".into()))?;
-                self.send(&format!("{}\r\n", auth::apop_command(user, &stamp, secret))).await?;
+                let stamp = stamp.ok_or_else(|| {
+                    Pop3Error::NoMechanism("the server's greeting has no APOP timestamp".into())
+                })?;
+                self.send(&format!("{}\r\n", auth::apop_command(user, &stamp, secret)))
+                    .await?;
                 ok_or(self.read_reply("APOP").await?, failed)
             }
-            Mechanism::Plain => self.sasl_one_shot("PLAIN", auth::plain_response(user, secret), failed).await,
-            Mechanism::XOauth2 => self.sasl_one_shot("XOAUTH2", auth::xoauth2_response(user, secret), failed).await,
+            Mechanism::Plain => {
+                self.sasl_one_shot("PLAIN", auth::plain_response(user, secret), failed)
+                    .await
+            }
+            Mechanism::XOauth2 => {
+                self.sasl_one_shot("XOAUTH2", auth::xoauth2_response(user, secret), failed)
+                    .await
+            }
             Mechanism::OauthBearer => {
                 let response = auth::oauthbearer_response(user, &self.host, self.port, secret);
                 self.sasl_one_shot("OAUTHBEARER", response, failed).await
@@ -445,21 +496,31 @@ impl Session {
                 self.challenge("AUTH LOGIN", &failed).await?;
                 self.send(&format!("{}\r\n", auth::base64(user))).await?;
                 self.challenge("AUTH LOGIN", &failed).await?;
-                self.send(&format!("{}\r\n", auth::base64(secret.expose()))).await?;
+                self.send(&format!("{}\r\n", auth::base64(secret.expose())))
+                    .await?;
                 ok_or(self.read_reply("AUTH LOGIN").await?, failed)
             }
             Mechanism::CramMd5 => {
                 self.send("AUTH CRAM-MD5\r\n").await?;
                 let challenge = self.challenge("AUTH CRAM-MD5", &failed).await?;
-                self.send(&format!("{}\r\n", auth::cram_md5_response(user, secret, &challenge)?)).await?;
+                self.send(&format!(
+                    "{}\r\n",
+                    auth::cram_md5_response(user, secret, &challenge)?
+                ))
+                .await?;
                 ok_or(self.read_reply("AUTH CRAM-MD5").await?, failed)
             }
             Mechanism::Ntlm => {
                 self.send("AUTH NTLM\r\n").await?;
                 self.challenge("AUTH NTLM", &failed).await?;
-                self.send(&format!("{}\r\n", auth::ntlm_negotiate())).await?;
+                self.send(&format!("{}\r\n", auth::ntlm_negotiate()))
+                    .await?;
                 let challenge = self.challenge("AUTH NTLM", &failed).await?;
-                self.send(&format!("{}\r\n", auth::ntlm_authenticate(user, secret, &challenge)?)).await?;
+                self.send(&format!(
+                    "{}\r\n",
+                    auth::ntlm_authenticate(user, secret, &challenge)?
+                ))
+                .await?;
                 ok_or(self.read_reply("AUTH NTLM").await?, failed)
             }
         }
@@ -475,7 +536,9 @@ impl Session {
         match self.read_reply(command).await? {
             Reply::Continue(challenge) => Ok(challenge),
             Reply::Err { code, text } => Err(failed(code, text)),
-            Reply::Ok(_) => Err(Pop3Error::Protocol(format!("{command} ended before its last step"))),
+            Reply::Ok(_) => Err(Pop3Error::Protocol(format!(
+                "{command} ended before its last step"
+            ))),
         }
     }
 
@@ -501,8 +564,13 @@ impl Session {
             Reply::Err { code, text } => Err(failed(code, text)),
             Reply::Continue(challenge) => {
                 let detail = auth::oauth_error_text(&challenge);
-                let mechanism = if name == "OAUTHBEARER" { Mechanism::OauthBearer } else { Mechanism::XOauth2 };
-                self.send(&format!("{}\r\n", auth::oauth_error_ack(mechanism))).await?;
+                let mechanism = if name == "OAUTHBEARER" {
+                    Mechanism::OauthBearer
+                } else {
+                    Mechanism::XOauth2
+                };
+                self.send(&format!("{}\r\n", auth::oauth_error_ack(mechanism)))
+                    .await?;
                 let text = match self.read_reply("AUTH").await? {
                     Reply::Err { text, .. } => format!("{text} ({detail})"),
                     _ => detail,
@@ -542,7 +610,9 @@ impl Session {
                 .ok_or_else(|| Pop3Error::Protocol(format!("bad LIST line {line:?}")))?;
             let uidl = uidls.remove(&number);
             if has_uidl && uidl.is_none() {
-                return Err(Pop3Error::Protocol(format!("message {number} is in LIST but not in UIDL")));
+                return Err(Pop3Error::Protocol(format!(
+                    "message {number} is in LIST but not in UIDL"
+                )));
             }
             listed.push(Listed { number, uidl, size });
         }
@@ -561,14 +631,17 @@ impl Session {
         let _ = timeout(self.timeout, self.stream.shutdown()).await;
         Ok(())
     }
-
 }
 
 fn refused(command: &str, code: Option<ResponseCode>, text: String) -> Pop3Error {
     match code {
         Some(ResponseCode::InUse) => Pop3Error::InUse(text),
         Some(ResponseCode::LoginDelay) => Pop3Error::LoginDelay(text),
-        code => Pop3Error::Refused { command: command.to_string(), code, text },
+        code => Pop3Error::Refused {
+            command: command.to_string(),
+            code,
+            text,
+        },
     }
 }
 
@@ -591,12 +664,22 @@ fn redact(line: &str) -> String {
         let mut words = line.split(' ');
         let auth = words.next().unwrap_or_default();
         let mech = words.next().unwrap_or_default();
-        return format!("{auth} {mech}{}", if words.next().is_some() { " [redacted]" } else { "" });
+        return format!(
+            "{auth} {mech}{}",
+            if words.next().is_some() {
+                " [redacted]"
+            } else {
+                ""
+            }
+        );
     }
-    let is_command = upper
-        .split(' ')
-        .next()
-        .is_some_and(|w| ["USER", "CAPA", "STLS", "UIDL", "LIST", "RETR", "DELE", "QUIT", "NOOP", "RSET", "TOP", "STAT"].contains(&w));
+    let is_command = upper.split(' ').next().is_some_and(|w| {
+        [
+            "USER", "CAPA", "STLS", "UIDL", "LIST", "RETR", "DELE", "QUIT", "NOOP", "RSET", "TOP",
+            "STAT",
+        ]
+        .contains(&w)
+    });
     if is_command {
         line.to_string()
     } else {

@@ -21,7 +21,10 @@ pub enum ReplyError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Ok(String),
-    Err { code: Option<ResponseCode>, text: String },
+    Err {
+        code: Option<ResponseCode>,
+        text: String,
+    },
     /// `+ base64` (RFC 5034): the server wants the next SASL step.
     Continue(String),
 }
@@ -104,7 +107,10 @@ fn parse_err(rest: &str) -> Reply {
         }
         None => (None, rest),
     };
-    Reply::Err { code, text: text.to_string() }
+    Reply::Err {
+        code,
+        text: text.to_string(),
+    }
 }
 
 /// The APOP timestamp (RFC 1939 §7) in a greeting: `<...@...>`, brackets included.
@@ -138,7 +144,8 @@ impl Capabilities {
     pub fn add_line(&mut self, line: &str) {
         let mut words = line.split_ascii_whitespace();
         let Some(name) = words.next() else { return };
-        let first_number = |mut w: std::str::SplitAsciiWhitespace| w.next().and_then(|n| n.parse().ok());
+        let first_number =
+            |mut w: std::str::SplitAsciiWhitespace| w.next().and_then(|n| n.parse().ok());
         match name.to_ascii_uppercase().as_str() {
             "PIPELINING" => self.pipelining = true,
             "STLS" => self.stls = true,
@@ -182,17 +189,32 @@ mod tests {
         assert_eq!(parse_reply(b"+ok"), Ok(Reply::Ok(String::new())));
         assert_eq!(
             parse_reply(b"-ERR [IN-USE] locked"),
-            Ok(Reply::Err { code: Some(ResponseCode::InUse), text: "locked".into() })
+            Ok(Reply::Err {
+                code: Some(ResponseCode::InUse),
+                text: "locked".into()
+            })
         );
         assert_eq!(
             parse_reply(b"-ERR [AUTH] Authentication failed."),
-            Ok(Reply::Err { code: Some(ResponseCode::Auth), text: "Authentication failed.".into() })
+            Ok(Reply::Err {
+                code: Some(ResponseCode::Auth),
+                text: "Authentication failed.".into()
+            })
         );
-        assert_eq!(parse_reply(b"+ PDEyMz4="), Ok(Reply::Continue("PDEyMz4=".into())));
+        assert_eq!(
+            parse_reply(b"+ PDEyMz4="),
+            Ok(Reply::Continue("PDEyMz4=".into()))
+        );
         assert_eq!(parse_reply(b"+"), Ok(Reply::Continue(String::new())));
         assert!(matches!(parse_reply(b"+OKAY"), Err(ReplyError::Garbage(_))));
-        assert!(matches!(parse_reply(b"HTTP/1.1 400 Bad Request"), Err(ReplyError::Garbage(_))));
-        assert!(matches!(parse_reply(b"\0\0\0"), Err(ReplyError::Garbage(_))));
+        assert!(matches!(
+            parse_reply(b"HTTP/1.1 400 Bad Request"),
+            Err(ReplyError::Garbage(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"\0\0\0"),
+            Err(ReplyError::Garbage(_))
+        ));
     }
 
     #[test]
@@ -229,7 +251,15 @@ mod tests {
     #[test]
     fn capabilities() {
         let mut caps = Capabilities::default();
-        for line in ["TOP", "USER", "PIPELINING", "UIDL", "SASL PLAIN cram-md5 XOAUTH2", "LOGIN-DELAY 900", "STLS"] {
+        for line in [
+            "TOP",
+            "USER",
+            "PIPELINING",
+            "UIDL",
+            "SASL PLAIN cram-md5 XOAUTH2",
+            "LOGIN-DELAY 900",
+            "STLS",
+        ] {
             caps.add_line(line);
         }
         assert!(caps.pipelining && caps.stls && caps.user && caps.uidl && caps.top);
@@ -239,7 +269,10 @@ mod tests {
 
     #[test]
     fn listings_and_timestamps() {
-        assert_eq!(parse_uidl_line("1 whqtswO00WBw418f9t5JxYwZ"), Some((1, "whqtswO00WBw418f9t5JxYwZ".into())));
+        assert_eq!(
+            parse_uidl_line("1 whqtswO00WBw418f9t5JxYwZ"),
+            Some((1, "whqtswO00WBw418f9t5JxYwZ".into()))
+        );
         assert_eq!(parse_uidl_line("1"), None);
         assert_eq!(parse_uidl_line("x abc"), None);
         assert_eq!(parse_list_line("2 200"), Some((2, 200)));

@@ -12,7 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A port that was free a moment ago on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn repo_root() -> PathBuf {
@@ -30,7 +34,10 @@ impl Dovecot {
     /// Starts Dovecot with these `(user, password)` mailboxes. Panics with Dovecot's log when it
     /// cannot start (the README's test command installs it).
     pub fn start(users: &[(&str, &str)]) -> Dovecot {
-        let dir = tempfile::Builder::new().prefix("outpost-dovecot-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("outpost-dovecot-")
+            .tempdir()
+            .unwrap();
         let (pop3_port, pop3s_port) = (free_port(), free_port());
         let status = Command::new(repo_root().join("scripts/dovecot-start"))
             .arg(dir.path())
@@ -40,7 +47,11 @@ impl Dovecot {
             .status()
             .expect("running scripts/dovecot-start");
         assert!(status.success(), "scripts/dovecot-start failed");
-        Dovecot { dir, pop3_port, pop3s_port }
+        Dovecot {
+            dir,
+            pop3_port,
+            pop3s_port,
+        }
     }
 
     pub fn ca_file(&self) -> PathBuf {
@@ -66,7 +77,10 @@ impl Dovecot {
     fn deliver_with(&self, user: &str, write: impl FnOnce(&Path)) {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let name = format!("{secs}.M{n}P{}.outpost-test", std::process::id());
         let tmp = self.maildir(user).join("tmp").join(&name);
         write(&tmp);
@@ -75,13 +89,22 @@ impl Dovecot {
 
     /// How many messages `user`'s mailbox holds.
     pub fn count(&self, user: &str) -> usize {
-        ["new", "cur"].iter().map(|d| std::fs::read_dir(self.maildir(user).join(d)).map(|r| r.count()).unwrap_or(0)).sum()
+        ["new", "cur"]
+            .iter()
+            .map(|d| {
+                std::fs::read_dir(self.maildir(user).join(d))
+                    .map(|r| r.count())
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 }
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/dovecot-stop")).arg(self.dir.path()).status();
+        let _ = Command::new(repo_root().join("scripts/dovecot-stop"))
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -97,7 +120,9 @@ pub fn message(id: &str, body: &str) -> Vec<u8> {
 /// The Message-ID of a message's bytes (`<id@...>` → `id`).
 pub fn message_id(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(8192)]);
-    let line = text.lines().find(|l| l.to_ascii_lowercase().starts_with("message-id:"))?;
+    let line = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))?;
     let start = line.find('<')? + 1;
     let end = line[start..].find('@')? + start;
     Some(line[start..end].to_string())
@@ -107,7 +132,9 @@ pub fn message_id(bytes: &[u8]) -> Option<String> {
 /// needed, so it works beside a running process too).
 pub fn spooled_ids(spool_dir: &Path) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    let Ok(entries) = std::fs::read_dir(spool_dir.join("queue")) else { return counts };
+    let Ok(entries) = std::fs::read_dir(spool_dir.join("queue")) else {
+        return counts;
+    };
     for entry in entries {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "msg") {
@@ -123,13 +150,20 @@ pub fn spooled_ids(spool_dir: &Path) -> HashMap<String, usize> {
 /// The body of a spooled message, without the spool's own header block.
 pub fn spooled_message(path: &Path) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap();
-    let end = bytes.windows(2).position(|w| w == b"\n\n").expect("header block") + 2;
+    let end = bytes
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .expect("header block")
+        + 2;
     bytes[end..].to_vec()
 }
 
 /// A configuration text with the spool in `spool_dir` and the given `[[account]]` blocks.
 pub fn config_text(spool_dir: &Path, accounts: &[String]) -> String {
-    let mut text = format!("spool_dir = {:?}\ndefault_domain = \"example.org\"\n", spool_dir);
+    let mut text = format!(
+        "spool_dir = {:?}\ndefault_domain = \"example.org\"\n",
+        spool_dir
+    );
     for a in accounts {
         text.push_str("\n[[account]]\n");
         text.push_str(a);
@@ -138,7 +172,13 @@ pub fn config_text(spool_dir: &Path, accounts: &[String]) -> String {
 }
 
 /// An `[[account]]` body for a Dovecot user.
-pub fn dovecot_account(dovecot: &Dovecot, name: &str, user: &str, password: &str, extra: &str) -> String {
+pub fn dovecot_account(
+    dovecot: &Dovecot,
+    name: &str,
+    user: &str,
+    password: &str,
+    extra: &str,
+) -> String {
     format!(
         "name = {name:?}\nserver = \"localhost\"\nport = {}\ntls = \"implicit\"\nca_file = {:?}\nuser = {user:?}\n\
          password = {password:?}\ndeliver_to = \"{user}@example.org\"\n{extra}\n",
@@ -149,5 +189,8 @@ pub fn dovecot_account(dovecot: &Dovecot, name: &str, user: &str, password: &str
 
 /// Runs `outpost` with `args`, returning its output.
 pub fn outpost(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost")).args(args).output().expect("running outpost")
+    Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(args)
+        .output()
+        .expect("running outpost")
 }

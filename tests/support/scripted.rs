@@ -52,11 +52,23 @@ pub struct Options {
     pub password: String,
     /// Offer SASL NTLM (and check NTLMv2 answers).
     pub ntlm: bool,
+    /// Advertise LOGIN-DELAY with this many seconds.
+    pub login_delay: Option<u64>,
+    /// Advertise STLS; the server answers it by injecting a second reply before any TLS (the
+    /// attack RFC 2595 §4 warns of), so the client must give up.
+    pub stls_injection: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { pipelining: true, user: "user".into(), password: "secret".into(), ntlm: false }
+        Options {
+            pipelining: true,
+            user: "user".into(),
+            password: "secret".into(),
+            ntlm: false,
+            login_delay: None,
+            stls_injection: false,
+        }
     }
 }
 
@@ -70,12 +82,21 @@ impl ScriptedPop3 {
     pub async fn start(options: Options, messages: Vec<Vec<u8>>) -> ScriptedPop3 {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mailbox = messages.into_iter().enumerate().map(|(i, m)| (format!("uid-{}", i + 1), m)).collect();
-        let state = Arc::new(Mutex::new(State { mailbox, ..Default::default() }));
+        let mailbox = messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (format!("uid-{}", i + 1), m))
+            .collect();
+        let state = Arc::new(Mutex::new(State {
+            mailbox,
+            ..Default::default()
+        }));
         let shared = state.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((socket, _)) = listener.accept().await else { return };
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
                 let (state, options) = (shared.clone(), options.clone());
                 tokio::spawn(async move {
                     let _ = serve(socket, state, options).await;
@@ -138,7 +159,11 @@ fn stuff(message: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn serve(socket: TcpStream, state: Arc<Mutex<State>>, options: Options) -> std::io::Result<()> {
+async fn serve(
+    socket: TcpStream,
+    state: Arc<Mutex<State>>,
+    options: Options,
+) -> std::io::Result<()> {
     state.lock().unwrap().sessions += 1;
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
@@ -154,7 +179,9 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>, options: Options) ->
         }
         return Ok(());
     }
-    write.write_all(b"+OK scripted POP3 ready <1234.5678@scripted>\r\n").await?;
+    write
+        .write_all(b"+OK scripted POP3 ready <1234.5678@scripted>\r\n")
+        .await?;
     let mut authenticated = false;
     let mut user_ok = false;
     let mut deleted: Vec<String> = Vec::new();
@@ -171,16 +198,31 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>, options: Options) ->
         let mut words = command.split(' ');
         let verb = words.next().unwrap_or_default().to_ascii_uppercase();
         let arg = words.next().unwrap_or_default().to_string();
-        let shown = if verb == "PASS" || verb == "APOP" { format!("{verb} [secret]") } else { command.clone() };
+        let shown = if verb == "PASS" || verb == "APOP" {
+            format!("{verb} [secret]")
+        } else {
+            command.clone()
+        };
         state.lock().unwrap().commands.push(shown);
-        if take_fault(&state, |f| matches!(f, Fault::StallOn(c) if c.eq_ignore_ascii_case(&verb))).is_some() {
+        if take_fault(
+            &state,
+            |f| matches!(f, Fault::StallOn(c) if c.eq_ignore_ascii_case(&verb)),
+        )
+        .is_some()
+        {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return Ok(());
         }
         // The mailbox as this session sees it: numbered in order, minus what it marked deleted.
         let listing: Vec<(usize, String, usize)> = {
             let state = state.lock().unwrap();
-            state.mailbox.iter().enumerate().map(|(i, (u, m))| (i + 1, u.clone(), m.len())).filter(|(_, u, _)| !deleted.contains(u)).collect()
+            state
+                .mailbox
+                .iter()
+                .enumerate()
+                .map(|(i, (u, m))| (i + 1, u.clone(), m.len()))
+                .filter(|(_, u, _)| !deleted.contains(u))
+                .collect()
         };
         let reply: Vec<u8> = match verb.as_str() {
             "CAPA" => {
@@ -190,6 +232,12 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>, options: Options) ->
                 }
                 if options.ntlm {
                     caps.push_str("SASL NTLM\r\n");
+                }
+                if let Some(delay) = options.login_delay {
+                    caps.push_str(&format!("LOGIN-DELAY {delay}\r\n"));
+                }
+                if options.stls_injection {
+                    caps.push_str("STLS\r\n");
                 }
                 caps.push_str(".\r\n");
                 caps.into_bytes()
@@ -207,7 +255,13 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>, options: Options) ->
                 }
             }
             "APOP" => {
-                let digest = format!("{:x}", <Md5 as md5::Digest>::digest(format!("<1234.5678@scripted>{}", options.password)));
+                let digest = format!(
+                    "{:x}",
+                    <Md5 as md5::Digest>::digest(format!(
+                        "<1234.5678@scripted>{}",
+                        options.password
+                    ))
+                );
                 if arg == options.user && words.next() == Some(digest.as_str()) {
                     authenticated = true;
                     b"+OK logged in\r\n".to_vec()
@@ -220,9 +274,16 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>, options: Options) ->
                 continue;
             }
             "QUIT" => {
-                state.lock().unwrap().mailbox.retain(|(u, _)| !deleted.contains(u));
+                state
+                    .lock()
+                    .unwrap()
+                    .mailbox
+                    .retain(|(u, _)| !deleted.contains(u));
                 write.write_all(b"+OK bye\r\n").await?;
                 return Ok(());
+            }
+            "STLS" if options.stls_injection => {
+                b"+OK begin TLS\r\n+OK injected in clear\r\n".to_vec()
             }
             _ if !authenticated => b"-ERR not logged in\r\n".to_vec(),
             "UIDL" => {
@@ -246,12 +307,19 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>, options: Options) ->
                 let found = listing.iter().find(|(i, _, _)| *i == n).cloned();
                 match found {
                     None => b"-ERR no such message\r\n".to_vec(),
-                    Some(_) if take_fault(&state, |f| *f == Fault::ErrOnRetr { n }).is_some() => b"-ERR cannot read message\r\n".to_vec(),
+                    Some(_) if take_fault(&state, |f| *f == Fault::ErrOnRetr { n }).is_some() => {
+                        b"-ERR cannot read message\r\n".to_vec()
+                    }
                     Some((_, uidl, size)) => {
                         let message = state.lock().unwrap().mailbox[n - 1].1.clone();
                         let body = stuff(&message);
-                        write.write_all(format!("+OK {size} octets\r\n").as_bytes()).await?;
-                        if let Some(Fault::CutInRetr { after, .. }) = take_fault(&state, |f| matches!(f, Fault::CutInRetr { n: m, .. } if *m == n)) {
+                        write
+                            .write_all(format!("+OK {size} octets\r\n").as_bytes())
+                            .await?;
+                        if let Some(Fault::CutInRetr { after, .. }) = take_fault(
+                            &state,
+                            |f| matches!(f, Fault::CutInRetr { n: m, .. } if *m == n),
+                        ) {
                             write.write_all(&body[..after.min(body.len())]).await?;
                             return Ok(());
                         }
@@ -300,19 +368,29 @@ async fn ntlm_exchange(
     let server_challenge = [1u8, 2, 3, 4, 5, 6, 7, 8];
     let challenge = ntlmclient::Message::Challenge(ntlmclient::ChallengeMessage {
         target_name: "SCRIPTED".into(),
-        flags: ntlmclient::Flags::NEGOTIATE_UNICODE | ntlmclient::Flags::NEGOTIATE_NTLM | ntlmclient::Flags::NEGOTIATE_TARGET_INFO,
+        flags: ntlmclient::Flags::NEGOTIATE_UNICODE
+            | ntlmclient::Flags::NEGOTIATE_NTLM
+            | ntlmclient::Flags::NEGOTIATE_TARGET_INFO,
         challenge: server_challenge,
         context: (0, 0),
         target_information: vec![],
         os_version: Default::default(),
     });
-    write.write_all(format!("+ {}\r\n", B64.encode(challenge.to_bytes().unwrap())).as_bytes()).await?;
+    write
+        .write_all(format!("+ {}\r\n", B64.encode(challenge.to_bytes().unwrap())).as_bytes())
+        .await?;
     line.clear();
     lines.read_line(&mut line).await?;
     let bytes = B64.decode(line.trim()).unwrap_or_default();
     let ok = match ntlmclient::Message::try_from(bytes.as_slice()) {
-        Ok(ntlmclient::Message::Authenticate(auth)) if auth.user_name == options.user && auth.ntlm_response.len() > 16 => {
-            let creds = ntlmclient::Credentials { username: options.user.clone(), password: options.password.clone(), domain: auth.domain_name.clone() };
+        Ok(ntlmclient::Message::Authenticate(auth))
+            if auth.user_name == options.user && auth.ntlm_response.len() > 16 =>
+        {
+            let creds = ntlmclient::Credentials {
+                username: options.user.clone(),
+                password: options.password.clone(),
+                domain: auth.domain_name.clone(),
+            };
             let key = ntlmclient::ntlm_v2_password_func(&creds);
             let mut mac = <Hmac<Md5> as Mac>::new_from_slice(&key).unwrap();
             mac.update(&server_challenge);
@@ -321,7 +399,11 @@ async fn ntlm_exchange(
         }
         _ => false,
     };
-    let reply: &[u8] = if ok { b"+OK NTLM accepted\r\n" } else { b"-ERR [AUTH] NTLM refused\r\n" };
+    let reply: &[u8] = if ok {
+        b"+OK NTLM accepted\r\n"
+    } else {
+        b"-ERR [AUTH] NTLM refused\r\n"
+    };
     write.write_all(reply).await?;
     Ok(ok)
 }

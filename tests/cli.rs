@@ -1,0 +1,50 @@
+//! The command line as an administrator meets it.
+
+mod support;
+
+use support::outpost;
+
+#[test]
+fn the_sample_configuration_is_valid() {
+    let sample = support::repo_root().join("config/outpost.toml");
+    let output = outpost(&["--config", sample.to_str().unwrap(), "check-config"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("ok, 2 account(s)"), "{stdout}");
+}
+
+#[test]
+fn check_config_lists_every_error_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "spool_dir = \"/tmp/x\"\nspool_size = 3\n[[account]]\nname = \"a\"\nserver = \"s\"\ntls = \"sometimes\"\nuser = \"u\"\npassword = \"p\"\ndeliver_to = \"x\"\n",
+    )
+    .unwrap();
+    let output = outpost(&["--config", config.to_str().unwrap(), "check-config"]);
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for want in [
+        "3 error(s)",
+        "line 2: spool_size: unknown key",
+        "line 6: account[1].tls: \"sometimes\" is not one of",
+        "line 9: account[1].deliver_to",
+    ] {
+        assert!(stderr.contains(want), "{want:?} missing in:\n{stderr}");
+    }
+    assert!(!stderr.contains("\"p\""), "the password must not be echoed");
+}
+
+#[test]
+fn a_missing_configuration_is_a_clear_error() {
+    let output = outpost(&["--config", "/nonexistent/outpost.toml", "fetch"]);
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot read /nonexistent/outpost.toml")
+    );
+}
