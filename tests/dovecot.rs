@@ -229,3 +229,24 @@ async fn kept_mail_is_fetched_once_and_deleted_after_its_time() {
     assert_eq!(dovecot.count("keeper"), 0);
     assert_eq!(spooled_ids(&spool_dir).len(), 3);
 }
+
+#[tokio::test]
+async fn a_refused_oauth_token_ends_in_an_authentication_error_not_a_hang() {
+    let dovecot = Dovecot::start(&[("oauth", "good-token")]);
+    dovecot.deliver("oauth", &message("o1", "x"));
+    let dir = tempfile::tempdir().unwrap();
+    for mechanism in ["xoauth2", "oauthbearer"] {
+        let account = dovecot_account(
+            &dovecot,
+            "oauth",
+            "oauth",
+            "expired-token",
+            &format!("auth = {mechanism:?}\ntimeout = \"10s\""),
+        );
+        let report = fetch_once(&support::config_text(&dir.path().join("spool"), &[account])).await;
+        let error = report.accounts[0].error.as_ref().expect("refused");
+        assert!(error.is_auth_failure(), "{mechanism}: {error}");
+        println!("{mechanism}: {error} after {:?}", report.elapsed);
+    }
+    assert_eq!(dovecot.count("oauth"), 1);
+}

@@ -456,3 +456,26 @@ async fn protocol_traces_never_show_the_password() {
     assert!(stderr.contains("C: RETR 1"), "{stderr}");
     assert!(!stderr.contains("secret"), "the password leaked:\n{stderr}");
 }
+
+#[tokio::test]
+async fn seen_marks_are_forgotten_once_the_server_stops_listing_them() {
+    let case = Case::new(Options::default(), 3, "keep = true").await;
+    assert_eq!(case.fetch().await.fetched(), 3);
+    let seen = |dir: &Path| {
+        Spool::open(dir)
+            .unwrap()
+            .uidls(spool::UidlSet::Seen, "isp")
+            .unwrap()
+            .len()
+    };
+    assert_eq!(seen(&case.spool_dir()), 3);
+    // Someone deletes a message at the provider (webmail, another client).
+    case.server.state.lock().unwrap().mailbox.remove(0);
+    let report = case.fetch().await;
+    assert_eq!(report.fetched(), 0, "kept messages are not fetched again");
+    assert_eq!(
+        seen(&case.spool_dir()),
+        2,
+        "the mark of the vanished message is gone"
+    );
+}
