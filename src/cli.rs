@@ -11,6 +11,20 @@ pub fn config_error() -> ExitCode {
     ExitCode::from(EX_CONFIG)
 }
 
+/// The `--config` option both binaries take.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Configuration file.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "OUTPOST_CONFIG",
+        default_value = "/etc/outpost/outpost.toml"
+    )]
+    pub config: std::path::PathBuf,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,

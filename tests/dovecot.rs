@@ -6,20 +6,8 @@ mod support;
 use std::path::Path;
 
 use outpost::config::Config;
-use outpost::fetch::{self, AccountProgress, WindowReport};
 use spool::Spool;
-use support::{dovecot_account, message, spooled_ids, Dovecot};
-
-async fn fetch_once(text: &str) -> WindowReport {
-    let config = Config::parse(text, Path::new("/")).expect("valid test config");
-    let spool = Spool::open(&config.spool_dir).unwrap();
-    let accounts: Vec<_> = config
-        .accounts
-        .iter()
-        .map(|a| (a.clone(), AccountProgress::new(&a.name)))
-        .collect();
-    fetch::run_window(&config, &spool, &accounts).await
-}
+use support::{dovecot_account, fetch_once, message, spooled_ids, Dovecot};
 
 #[tokio::test]
 async fn every_login_mechanism_over_pop3s_and_stls() {

@@ -6,24 +6,11 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use outpost::config::Config;
-use outpost::fetch::{self, AccountProgress, FetchError, WindowReport};
+use outpost::fetch::{FetchError, WindowReport};
 use outpost::pop3::Pop3Error;
 use spool::Spool;
 use support::scripted::{Fault, Options, ScriptedPop3};
-use support::{message, spooled_ids};
-
-/// Runs one window with this configuration text, as `outpost fetch` would.
-async fn fetch_once(text: &str) -> WindowReport {
-    let config = Config::parse(text, Path::new("/")).expect("valid test config");
-    let spool = Spool::open(&config.spool_dir).unwrap();
-    let accounts: Vec<_> = config
-        .accounts
-        .iter()
-        .map(|a| (a.clone(), AccountProgress::new(&a.name)))
-        .collect();
-    fetch::run_window(&config, &spool, &accounts).await
-}
+use support::{fetch_once, message, spooled_ids};
 
 fn messages(n: usize) -> Vec<Vec<u8>> {
     (1..=n)

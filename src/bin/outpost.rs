@@ -1,7 +1,6 @@
 //! `outpost`: fetch windows and (later) the daemon. Argument parsing and error reporting only;
 //! the work is in the library.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -18,15 +17,8 @@ use outpost::progress::{self, LiveDisplay};
     about = "Brings POP3 mail into your own mail server over a slow or metered link"
 )]
 struct Args {
-    /// Configuration file.
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "OUTPOST_CONFIG",
-        default_value = "/etc/outpost/outpost.toml"
-    )]
-    config: PathBuf,
+    #[command(flatten)]
+    config: cli::ConfigArg,
     #[command(flatten)]
     log: cli::LogArgs,
     #[command(subcommand)]
@@ -48,7 +40,7 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     args.log.init();
-    let config = match Config::load(&args.config) {
+    let config = match Config::load(&args.config.config) {
         Ok(config) => config,
         Err(e @ LoadError::Invalid { .. }) => {
             eprintln!("{e}");
@@ -63,7 +55,7 @@ fn main() -> ExitCode {
         Command::CheckConfig => {
             println!(
                 "{}: ok, {} account(s)",
-                args.config.display(),
+                args.config.config.display(),
                 config.accounts.len()
             );
             Ok(ExitCode::SUCCESS)

@@ -2,11 +2,11 @@
 //! refuses while another process owns it); the daemon's control socket comes with `outpost run`.
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use outpost::cli;
 use outpost::config::Config;
 use outpost::progress::format_bytes;
 use spool::{QueueId, Spool};
@@ -14,15 +14,8 @@ use spool::{QueueId, Spool};
 #[derive(Parser)]
 #[command(version, about = "See and steer outpost's mail queue")]
 struct Args {
-    /// Configuration file (for the spool's location).
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "OUTPOST_CONFIG",
-        default_value = "/etc/outpost/outpost.toml"
-    )]
-    config: PathBuf,
+    #[command(flatten)]
+    config: cli::ConfigArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,7 +42,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
+    let config = Config::load(&args.config.config)?;
     let spool = Spool::open(&config.spool_dir)
         .with_context(|| format!("opening the spool in {}", config.spool_dir.display()))?;
     match args.command {

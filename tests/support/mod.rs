@@ -187,6 +187,19 @@ pub fn dovecot_account(
     )
 }
 
+/// Runs one window with this configuration text, as `outpost fetch` would (the spool is opened for
+/// the window and closed after it).
+pub async fn fetch_once(text: &str) -> outpost::fetch::WindowReport {
+    let config = outpost::config::Config::parse(text, Path::new("/")).expect("valid test config");
+    let spool = spool::Spool::open(&config.spool_dir).unwrap();
+    let accounts: Vec<_> = config
+        .accounts
+        .iter()
+        .map(|a| (a.clone(), outpost::fetch::AccountProgress::new(&a.name)))
+        .collect();
+    outpost::fetch::run_window(&config, &spool, &accounts).await
+}
+
 /// Runs `outpost` with `args`, returning its output.
 pub fn outpost(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_outpost"))
