@@ -10,6 +10,7 @@
 //! - [`envelope`]: the SMTP envelope derived from a message's headers.
 //! - the `spool` crate: durable storage (message files plus a sled index) and its invariants.
 //! - [`progress`]: the terminal display and summary of a window.
+//! - [`net`]: the transport under the protocol drivers: TCP, TLS, timeouts, the read buffer.
 //! - [`linksim`]: a user-space slow-link simulator for benchmarks and demos.
 //!
 //! Data flows: POP3 server → [`pop3::client::Session`] → [`fetch`] → `spool::MessageWriter` →
@@ -20,6 +21,7 @@ pub mod config;
 pub mod envelope;
 pub mod fetch;
 pub mod linksim;
+pub mod net;
 pub mod pop3;
 pub mod progress;
 pub mod secret;

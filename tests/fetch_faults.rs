@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use outpost::fetch::{FetchError, WindowReport};
+use outpost::net::NetError;
 use outpost::pop3::Pop3Error;
 use spool::Spool;
 use support::scripted::{Fault, Options, ScriptedPop3};
@@ -85,7 +86,7 @@ async fn a_connection_cut_in_the_middle_of_a_message_loses_nothing() {
         assert!(
             matches!(
                 first.accounts[0].error,
-                Some(FetchError::Pop3(Pop3Error::Closed(_)))
+                Some(FetchError::Pop3(Pop3Error::Net(NetError::Closed(_))))
             ),
             "{first:?}"
         );
@@ -210,7 +211,10 @@ async fn a_server_that_stops_talking_times_out() {
         );
         let error = report.accounts[0].error.as_ref().expect("an error");
         assert!(
-            matches!(error, FetchError::Pop3(Pop3Error::Timeout(..))),
+            matches!(
+                error,
+                FetchError::Pop3(Pop3Error::Net(NetError::Timeout(..)))
+            ),
             "{command}: {error}"
         );
         // Whatever was spooled stays; nothing was deleted without QUIT.

@@ -5,18 +5,12 @@
 //! from RFC 5034).
 
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-
-use async_native_tls::TlsStream;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 
 use super::auth::{self, Mechanism};
 use super::body::BodyDecoder;
 use super::reply::{self, Capabilities, Reply, ReplyError, ResponseCode};
+use crate::net::{Connection, NetError, READ_CHUNK};
 use crate::secret::Secret;
 
 /// How the connection is protected.
@@ -52,18 +46,8 @@ pub enum AuthChoice {
 /// none of them is ever a reason to delete anything.
 #[derive(Debug, thiserror::Error)]
 pub enum Pop3Error {
-    #[error("cannot connect to {0}: {1}")]
-    Connect(String, std::io::Error),
-    #[error("TLS: {0}")]
-    Tls(String),
     #[error(transparent)]
-    TlsSetup(#[from] crate::tls::TlsSetupError),
-    #[error("timed out after {0:?} waiting for the server ({1})")]
-    Timeout(Duration, &'static str),
-    #[error("the server closed the connection ({0})")]
-    Closed(&'static str),
-    #[error("network error: {0}")]
-    Io(#[from] std::io::Error),
+    Net(#[from] NetError),
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("the server refused {command}: {text}")]
@@ -103,59 +87,6 @@ impl From<auth::AuthError> for Pop3Error {
 
 pub type Result<T, E = Pop3Error> = std::result::Result<T, E>;
 
-/// The byte stream: plain TCP before (or without) TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Only while STLS swaps one for the other.
-    Swapping,
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Swapping => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Swapping => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Swapping => Poll::Ready(Ok(())),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Swapping => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-/// Bytes read from the socket at most per read; also the most a body chunk holds.
-const READ_CHUNK: usize = 64 * 1024;
-
 /// Most lines a CAPA, UIDL or LIST listing may have (a mailbox of a million messages).
 const MAX_LISTING: usize = 1_000_000;
 
@@ -170,17 +101,11 @@ pub struct Listed {
 
 /// A POP3 session from greeting to QUIT.
 pub struct Session {
-    stream: Stream,
-    /// Bytes read but not yet used. Leftovers stay here between replies (pipelining).
-    buf: Vec<u8>,
-    start: usize,
-    timeout: Duration,
+    conn: Connection,
     host: String,
     port: u16,
     greeting: String,
     caps: Capabilities,
-    encrypted: bool,
-    bytes_in: u64,
     account: String,
     /// UIDL and LIST already went out with the login burst (pipelining saves a round trip).
     listing_sent: bool,
@@ -189,30 +114,20 @@ pub struct Session {
 impl Session {
     /// Connects, reads the greeting, asks CAPA, and does STLS when asked to.
     pub async fn connect(opts: &ConnectOptions, account: &str) -> Result<Session> {
-        let addr = format!("{}:{}", opts.host, opts.port);
-        let tcp = match timeout(opts.timeout, TcpStream::connect(&addr)).await {
-            Err(_) => return Err(Pop3Error::Timeout(opts.timeout, "connect")),
-            Ok(Err(e)) => return Err(Pop3Error::Connect(addr, e)),
-            Ok(Ok(tcp)) => tcp,
-        };
-        // Pipelined bursts are written whole; Nagle would hold each one back for an ACK.
-        tcp.set_nodelay(true)?;
         let mut session = Session {
-            stream: Stream::Plain(tcp),
-            buf: Vec::with_capacity(READ_CHUNK),
-            start: 0,
-            timeout: opts.timeout,
+            conn: Connection::connect(&opts.host, opts.port, opts.timeout).await?,
             host: opts.host.clone(),
             port: opts.port,
             greeting: String::new(),
             caps: Capabilities::default(),
-            encrypted: false,
-            bytes_in: 0,
             account: account.to_string(),
             listing_sent: false,
         };
         if opts.tls == TlsMode::Implicit {
-            session.start_tls(opts).await?;
+            session
+                .conn
+                .start_tls(&opts.host, opts.ca_file.as_deref())
+                .await?;
         }
         match session.read_reply("greeting").await? {
             Reply::Ok(text) => session.greeting = text,
@@ -234,29 +149,17 @@ impl Session {
             }
             session.send("STLS\r\n").await?;
             session.expect_ok("STLS").await?;
-            if session.start < session.buf.len() {
+            if !session.conn.buffered().is_empty() {
                 return Err(Pop3Error::StartTlsInjection);
             }
-            session.start_tls(opts).await?;
+            session
+                .conn
+                .start_tls(&opts.host, opts.ca_file.as_deref())
+                .await?;
             // RFC 2595 §4: forget what was learnt before TLS and ask again.
             session.capa().await?;
         }
         Ok(session)
-    }
-
-    async fn start_tls(&mut self, opts: &ConnectOptions) -> Result<()> {
-        let connector = crate::tls::connector(opts.ca_file.as_deref())?;
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Swapping) else {
-            return Err(Pop3Error::Tls("TLS started twice".into()));
-        };
-        let tls = match timeout(self.timeout, connector.connect(&opts.host, tcp)).await {
-            Err(_) => return Err(Pop3Error::Timeout(self.timeout, "TLS handshake")),
-            Ok(Err(e)) => return Err(Pop3Error::Tls(e.to_string())),
-            Ok(Ok(tls)) => tls,
-        };
-        self.stream = Stream::Tls(Box::new(tls));
-        self.encrypted = true;
-        Ok(())
     }
 
     pub fn capabilities(&self) -> &Capabilities {
@@ -268,12 +171,12 @@ impl Session {
     }
 
     pub fn is_encrypted(&self) -> bool {
-        self.encrypted
+        self.conn.is_encrypted()
     }
 
     /// Bytes received so far, TLS overhead not counted.
     pub fn bytes_in(&self) -> u64 {
-        self.bytes_in
+        self.conn.bytes_in()
     }
 
     async fn capa(&mut self) -> Result<()> {
@@ -294,52 +197,11 @@ impl Session {
         for line in data.lines() {
             tracing::debug!(target: "outpost::pop3::trace", account = %self.account, "C: {}", redact(line));
         }
-        match timeout(self.timeout, self.stream.write_all(data.as_bytes())).await {
-            Err(_) => Err(Pop3Error::Timeout(self.timeout, "sending")),
-            Ok(r) => Ok(r?),
-        }
-    }
-
-    /// Reads more bytes into the buffer; EOF is an error, since every caller expects more.
-    async fn fill(&mut self, waiting_for: &'static str) -> Result<()> {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > READ_CHUNK {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
-        let read = timeout(self.timeout, self.stream.read(&mut self.buf[old..])).await;
-        let n = match read {
-            Err(_) => {
-                self.buf.truncate(old);
-                return Err(Pop3Error::Timeout(self.timeout, waiting_for));
-            }
-            Ok(Err(e)) => {
-                self.buf.truncate(old);
-                return Err(e.into());
-            }
-            Ok(Ok(n)) => n,
-        };
-        self.buf.truncate(old + n);
-        if n == 0 {
-            return Err(Pop3Error::Closed(waiting_for));
-        }
-        self.bytes_in += n as u64;
-        Ok(())
+        Ok(self.conn.send(data.as_bytes()).await?)
     }
 
     async fn read_line(&mut self, waiting_for: &'static str) -> Result<String> {
-        loop {
-            if let Some((line, used)) = reply::take_line(&self.buf[self.start..])? {
-                let text = String::from_utf8_lossy(line).into_owned();
-                self.start += used;
-                return Ok(text);
-            }
-            self.fill(waiting_for).await?;
-        }
+        Ok(self.conn.read_line(reply::MAX_LINE, waiting_for).await?)
     }
 
     /// Reads one status line or continuation.
@@ -387,10 +249,10 @@ impl Session {
         let mut out = Vec::with_capacity(READ_CHUNK);
         let mut sink_error = None;
         loop {
-            if self.start < self.buf.len() {
+            if !self.conn.buffered().is_empty() {
                 out.clear();
-                let used = decoder.decode(&self.buf[self.start..], &mut out);
-                self.start += used;
+                let used = decoder.decode(self.conn.buffered(), &mut out);
+                self.conn.consume(used);
                 // After a sink error the rest of the body is still read, so that the session
                 // stays in step with the server, but it is thrown away.
                 if sink_error.is_none() && !out.is_empty() {
@@ -402,7 +264,7 @@ impl Session {
                     return Ok(sink_error.map_or(Ok(()), Err));
                 }
             }
-            self.fill("message body").await?;
+            self.conn.fill("message body").await?;
         }
     }
 
@@ -417,9 +279,9 @@ impl Session {
         let stamp = reply::apop_timestamp(&self.greeting).map(str::to_string);
         let mechanism = match choice {
             AuthChoice::Exact(m) => m,
-            AuthChoice::Auto => auth::choose_auto(&self.caps, stamp.is_some(), self.encrypted, allow_insecure)
+            AuthChoice::Auto => auth::choose_auto(&self.caps, stamp.is_some(), self.conn.is_encrypted(), allow_insecure)
                 .ok_or_else(|| {
-                    Pop3Error::NoMechanism(if self.encrypted || allow_insecure {
+                    Pop3Error::NoMechanism(if self.conn.is_encrypted() || allow_insecure {
                         format!("the server offers no login mechanism that outpost knows (SASL: {:?})", self.caps.sasl)
                     } else {
                         "the server offers no way to log in without sending the password in clear over this \
@@ -428,7 +290,7 @@ impl Session {
                     })
                 })?,
         };
-        if mechanism.reveals_secret() && !self.encrypted && !allow_insecure {
+        if mechanism.reveals_secret() && !self.conn.is_encrypted() && !allow_insecure {
             return Err(Pop3Error::NoMechanism(format!(
                 "{} would send the secret in clear over an unencrypted connection; use tls, or set allow_insecure_auth = true",
                 mechanism.config_name()
@@ -628,7 +490,7 @@ impl Session {
     /// Reads the answer to a QUIT that went out with the last burst of commands.
     pub async fn finish_quit(mut self) -> Result<()> {
         self.expect_ok("QUIT").await?;
-        let _ = timeout(self.timeout, self.stream.shutdown()).await;
+        self.conn.shutdown().await;
         Ok(())
     }
 }

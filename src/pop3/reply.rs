@@ -1,5 +1,5 @@
 //! POP3 replies, sans IO: status lines (RFC 1939 §3), extended response codes (RFC 2449 §8,
-//! RFC 3206), SASL continuations (RFC 5034 §4), and the line framing every reply shares.
+//! RFC 3206) and SASL continuations (RFC 5034 §4).
 //!
 //! Nothing here touches a socket: the driver hands in the bytes it has, and gets back a reply or
 //! "need more input".
@@ -11,8 +11,6 @@ pub const MAX_LINE: usize = 8 * 1024;
 /// Why a reply could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
-    #[error("reply line longer than {MAX_LINE} bytes")]
-    LineTooLong,
     #[error("reply is neither +OK, -ERR nor a continuation: {0:?}")]
     Garbage(String),
 }
@@ -43,21 +41,6 @@ pub enum ResponseCode {
     /// RFC 3206 §5: a permanent system problem.
     SysPerm,
     Other(String),
-}
-
-/// Splits the first complete line (ending in LF) off `buf`: returns the line without its CRLF or
-/// LF and the number of bytes it used, or `None` when more input is needed.
-pub fn take_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ReplyError> {
-    match buf.iter().position(|&b| b == b'\n') {
-        Some(pos) if pos > MAX_LINE => Err(ReplyError::LineTooLong),
-        Some(pos) => {
-            let line = &buf[..pos];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            Ok(Some((line, pos + 1)))
-        }
-        None if buf.len() > MAX_LINE => Err(ReplyError::LineTooLong),
-        None => Ok(None),
-    }
 }
 
 /// Parses one status line (without its line ending).
@@ -215,37 +198,6 @@ mod tests {
             parse_reply(b"\0\0\0"),
             Err(ReplyError::Garbage(_))
         ));
-    }
-
-    #[test]
-    fn lines_are_framed_at_every_split() {
-        let input = b"+OK a\r\n-ERR b\n+OK c\r\n";
-        for split in 0..=input.len() {
-            let mut buf = input[..split].to_vec();
-            let mut lines = Vec::new();
-            let mut rest = &input[split..];
-            loop {
-                while let Some((line, used)) = take_line(&buf).unwrap() {
-                    lines.push(String::from_utf8(line.to_vec()).unwrap());
-                    buf.drain(..used);
-                }
-                if rest.is_empty() {
-                    break;
-                }
-                buf.push(rest[0]);
-                rest = &rest[1..];
-            }
-            assert_eq!(lines, ["+OK a", "-ERR b", "+OK c"], "split at {split}");
-        }
-    }
-
-    #[test]
-    fn a_line_over_the_cap_is_an_error_even_before_it_ends() {
-        let long = vec![b'x'; MAX_LINE + 1];
-        assert_eq!(take_line(&long), Err(ReplyError::LineTooLong));
-        let mut megabyte = vec![b'+'; 1 << 20];
-        megabyte.extend_from_slice(b"\r\n");
-        assert_eq!(take_line(&megabyte), Err(ReplyError::LineTooLong));
     }
 
     #[test]
