@@ -6,6 +6,9 @@ use std::process::ExitCode;
 /// sysexits.h: the configuration is wrong.
 pub const EX_CONFIG: u8 = 78;
 
+/// sysexits.h: a temporary failure (the local server could not be reached); try again later.
+pub const EX_TEMPFAIL: u8 = 75;
+
 /// The exit code for a configuration error.
 pub fn config_error() -> ExitCode {
     ExitCode::from(EX_CONFIG)

@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod envelope;
 pub mod fetch;
 pub mod linksim;
@@ -25,4 +26,5 @@ pub mod net;
 pub mod pop3;
 pub mod progress;
 pub mod secret;
+pub mod smtp;
 pub mod tls;

@@ -134,6 +134,22 @@ pub fn summary(report: &WindowReport) -> String {
     out
 }
 
+/// The summary printed after a delivery pass.
+pub fn delivery_summary(report: &crate::deliver::DeliveryReport) -> String {
+    let mut out = format!(
+        "delivered: {} messages ({} recipient deliveries), {} to badmail, {} deferred, {:.1}s\n",
+        report.delivered,
+        report.recipients,
+        report.badmail,
+        report.deferred,
+        report.elapsed.as_secs_f64()
+    );
+    if let Some(why) = &report.outage {
+        out.push_str(&format!("the local server could not be reached, the queue waits: {why}\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::format_bytes;

@@ -33,7 +33,7 @@ mod writer;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -135,6 +135,33 @@ pub struct Entry {
     /// Seconds since the epoch before which a deferred message is not tried.
     pub next_try: u64,
     pub last_error: Option<String>,
+    /// How often the local server dropped the session while this message was in hand: a message
+    /// that does it again and again is poison, and is isolated then sent to badmail.
+    #[serde(default)]
+    pub drops: u32,
+}
+
+impl Entry {
+    fn new(size: u64, origin: Origin, envelope: Envelope) -> Entry {
+        Entry { state: State::Queued, size, origin, envelope, attempts: 0, next_try: 0, last_error: None, drops: 0 }
+    }
+
+    /// Whether the deliverer should try it at `now`.
+    pub fn is_due(&self, now: u64) -> bool {
+        match self.state {
+            State::Queued => true,
+            State::Deferred => self.next_try <= now,
+            State::Held | State::Delivering => false,
+        }
+    }
+}
+
+/// Why a message (or some of its recipients) went to badmail: written beside it as `ID.reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadmailReason {
+    /// The server's reply, or outpost's own words when the server was never asked.
+    pub reply: String,
+    pub attempts: u32,
 }
 
 /// A UIDL the spool knows for an account, with when it first saw it.
@@ -173,6 +200,7 @@ impl UidlSet {
 
 const MESSAGE_PREFIX: &[u8] = b"m/";
 const ACCOUNT_PREFIX: &[u8] = b"a/";
+const LOCAL_SIZE_KEY: &[u8] = b"c/local-size";
 
 fn message_key(id: QueueId) -> Vec<u8> {
     let mut key = MESSAGE_PREFIX.to_vec();
@@ -376,15 +404,7 @@ impl Spool {
         File::open(&queue).and_then(|d| d.sync_all()).at(&queue)?;
         let mut writes = sled::Batch::default();
         for msg in batch {
-            let entry = Entry {
-                state: State::Queued,
-                size: msg.size,
-                origin: msg.header.origin.clone(),
-                envelope: msg.header.envelope.clone(),
-                attempts: 0,
-                next_try: 0,
-                last_error: None,
-            };
+            let entry = Entry::new(msg.size, msg.header.origin.clone(), msg.header.envelope.clone());
             writes.insert(message_key(msg.header.id), encode(&entry));
             if let Some(uidl) = &msg.header.origin.uidl {
                 let mark = UidlMark {
@@ -493,10 +513,93 @@ impl Spool {
 
     /// Changes the state of a queued message.
     pub fn set_state(&self, id: QueueId, state: State) -> Result<()> {
+        self.update(id, |e| e.state = state).map(|_| ())
+    }
+
+    /// Changes a message's index entry and returns the new one. Not flushed: what it records
+    /// (attempts, next try, remaining recipients) is made durable by the next flush; a crash
+    /// before it at worst repeats an attempt, never loses mail.
+    pub fn update(&self, id: QueueId, change: impl FnOnce(&mut Entry)) -> Result<Entry> {
         let mut entry = self.entry(id)?;
-        entry.state = state;
+        change(&mut entry);
         self.inner.db.insert(message_key(id), encode(&entry))?;
+        Ok(entry)
+    }
+
+    /// Records the recipients that the local server accepted, durably: after this they never
+    /// get the message again, whatever happens to the others.
+    pub fn recipients_done(&self, id: QueueId, done: &[String]) -> Result<Entry> {
+        let entry = self.update(id, |e| e.envelope.recipients.retain(|r| !done.contains(r)))?;
+        self.inner.db.flush()?;
+        Ok(entry)
+    }
+
+    /// The messages due for delivery at `now`, oldest first.
+    pub fn due(&self, now: u64) -> Result<Vec<(QueueId, Entry)>> {
+        Ok(self.list()?.into_iter().filter(|(_, e)| e.is_due(now)).collect())
+    }
+
+    /// The largest message the local server accepts, as it last said (EHLO SIZE).
+    pub fn local_size_limit(&self) -> Result<Option<u64>> {
+        Ok(self.inner.db.get(LOCAL_SIZE_KEY)?.map(|v| decode(LOCAL_SIZE_KEY, &v)).transpose()?)
+    }
+
+    pub fn set_local_size_limit(&self, limit: Option<u64>) -> Result<()> {
+        match limit {
+            Some(n) => self.inner.db.insert(LOCAL_SIZE_KEY, encode(&n))?,
+            None => self.inner.db.remove(LOCAL_SIZE_KEY)?,
+        };
         Ok(())
+    }
+
+    /// Writes a message into `badmail/` for `recipients`, in the replay format (`X-Sender:` and
+    /// `X-Receiver:` lines, then the message as received) with a `.reason` file beside it, both
+    /// fsynced. With `remove`, the message then leaves the queue (it had no other recipients).
+    ///
+    /// Returns the path of the `.eml` file.
+    pub fn to_badmail(&self, id: QueueId, recipients: &[String], reason: &BadmailReason, remove: bool) -> Result<PathBuf> {
+        let (header, mut body) = self.open_message(id)?;
+        let dir = self.badmail_dir();
+        let name = (1..)
+            .map(|n| if n == 1 { id.to_string() } else { format!("{id}-{n}") })
+            .find(|name| !dir.join(format!("{name}.eml")).exists())
+            .expect("some name is free");
+        let eml = dir.join(format!("{name}.eml"));
+        let tmp = self.tmp_dir().join(format!("{name}.badmail"));
+        {
+            let mut out = io::BufWriter::new(File::create(&tmp).at(&tmp)?);
+            let sender = if header.envelope.sender.is_empty() { "<>" } else { &header.envelope.sender };
+            write!(out, "X-Sender: {sender}\r\n").at(&tmp)?;
+            for rcpt in recipients {
+                write!(out, "X-Receiver: {rcpt}\r\n").at(&tmp)?;
+            }
+            io::copy(&mut body, &mut out).at(&tmp)?;
+            let file = out.into_inner().map_err(|e| e.into_error()).at(&tmp)?;
+            file.sync_all().at(&tmp)?;
+        }
+        let reason_path = dir.join(format!("{name}.reason"));
+        let reason_tmp = self.tmp_dir().join(format!("{name}.reason"));
+        let text = format!(
+            "Reply: {}\nTime: {}\nAttempts: {}\nAccount: {}\nUidl: {}\nRecipients: {}\n",
+            reason.reply.replace(['\r', '\n'], " "),
+            now(),
+            reason.attempts,
+            header.origin.account,
+            header.origin.uidl.as_deref().unwrap_or("-"),
+            recipients.join(", ")
+        );
+        let mut file = File::create(&reason_tmp).at(&reason_tmp)?;
+        file.write_all(text.as_bytes()).and_then(|_| file.sync_all()).at(&reason_tmp)?;
+        fs::rename(&reason_tmp, &reason_path).at(&reason_path)?;
+        fs::rename(&tmp, &eml).at(&eml)?;
+        File::open(&dir).and_then(|d| d.sync_all()).at(&dir)?;
+        tracing::warn!(id = %id, file = %eml.display(), reason = %reason.reply, "message written to badmail");
+        if remove {
+            self.remove_delivered(id)?;
+        } else {
+            self.recipients_done(id, recipients)?;
+        }
+        Ok(eml)
     }
 
     /// Removes a message whose delivery the local server has accepted: the file first, then the
@@ -557,15 +660,7 @@ impl Spool {
                     continue;
                 }
             };
-            let entry = Entry {
-                state: State::Queued,
-                size,
-                origin: header.origin.clone(),
-                envelope: header.envelope,
-                attempts: 0,
-                next_try: 0,
-                last_error: None,
-            };
+            let entry = Entry::new(size, header.origin.clone(), header.envelope);
             writes.insert(message_key(id), encode(&entry));
             if let Some(uidl) = &header.origin.uidl {
                 let mark = UidlMark {

@@ -33,6 +33,8 @@ enum Command {
         #[arg(long)]
         account: Option<String>,
     },
+    /// Deliver every message that is due to the local mail server, once, and print a summary.
+    Deliver,
     /// Check the configuration and print every error found.
     CheckConfig,
 }
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch { account } => fetch(config, account),
+        Command::Deliver => deliver(config),
     };
     result.unwrap_or_else(|e| {
         eprintln!("outpost: {e:#}");
@@ -81,8 +84,7 @@ fn fetch(config: Config, only: Option<String>) -> anyhow::Result<ExitCode> {
             only.unwrap_or_default()
         );
     }
-    let spool = spool::Spool::open(&config.spool_dir)
-        .with_context(|| format!("opening the spool in {}", config.spool_dir.display()))?;
+    let spool = open_spool(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(async {
         let display = LiveDisplay::start(accounts.iter().map(|(_, p)| Arc::clone(p)).collect());
@@ -96,4 +98,16 @@ fn fetch(config: Config, only: Option<String>) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn deliver(config: Config) -> anyhow::Result<ExitCode> {
+    let spool = open_spool(&config)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(outpost::deliver::deliver_due(&config, &spool))?;
+    print!("{}", progress::delivery_summary(&report));
+    Ok(if report.outage.is_some() { ExitCode::from(cli::EX_TEMPFAIL) } else { ExitCode::SUCCESS })
+}
+
+fn open_spool(config: &Config) -> anyhow::Result<spool::Spool> {
+    spool::Spool::open(&config.spool_dir).with_context(|| format!("opening the spool in {}", config.spool_dir.display()))
 }

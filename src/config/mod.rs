@@ -24,6 +24,7 @@ pub struct Config {
     pub default_domain: Option<String>,
     pub fetch: FetchSettings,
     pub local: LocalServer,
+    pub delivery: DeliverySettings,
     pub accounts: Vec<Account>,
 }
 
@@ -42,6 +43,43 @@ pub struct LocalServer {
     pub ca_file: Option<PathBuf>,
     /// The name outpost gives in EHLO.
     pub helo: Option<String>,
+    /// Limit for the connect and for every read and write.
+    pub timeout: Duration,
+    /// Login for servers that want AUTH (PLAIN): user and secret.
+    pub auth: Option<(String, SecretSource)>,
+}
+
+/// How the deliverer treats the queue.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// SMTP sessions to the local server at once.
+    pub sessions: usize,
+    /// Waits between attempts of a deferred message; the last one repeats.
+    pub retry: Vec<Duration>,
+    /// A message still undelivered this long after it arrived goes to badmail.
+    pub give_up_after: Duration,
+    /// A message during which the local server dropped the session this often goes to badmail.
+    pub poison_limit: u32,
+}
+
+impl DeliverySettings {
+    /// The wait after the `attempts`th failed attempt.
+    pub fn retry_after(&self, attempts: u32) -> Duration {
+        let index = (attempts.max(1) as usize - 1).min(self.retry.len() - 1);
+        self.retry[index]
+    }
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        DeliverySettings {
+            sessions: 2,
+            retry: vec![minutes(1), minutes(5), minutes(15), minutes(30), minutes(60)],
+            give_up_after: Duration::from_secs(5 * 24 * 3600),
+            poison_limit: 3,
+        }
+    }
 }
 
 /// One external POP3 mailbox.
@@ -203,7 +241,8 @@ impl Config {
                 })
                 .unwrap_or(4),
         };
-        let local = read_local(top.section("local"));
+        let local = read_local(top.section("local"), base);
+        let delivery = read_delivery(top.section("delivery"));
 
         let mut accounts = Vec::new();
         match top.item("account") {
@@ -241,35 +280,90 @@ impl Config {
             default_domain,
             fetch,
             local,
+            delivery,
             accounts,
         })
     }
 }
 
-fn read_local(section: Option<Section>) -> LocalServer {
+fn read_local(section: Option<Section>, base: &Path) -> LocalServer {
     let mut local = LocalServer {
         host: "localhost".into(),
         port: 25,
         tls: TlsMode::None,
         ca_file: None,
         helo: None,
+        timeout: Duration::from_secs(120),
+        auth: None,
     };
     let Some(s) = section else { return local };
     if let Some(host) = s.string("host") {
         local.host = host;
     }
     local.tls = s.choice("tls", TLS_CHOICES).unwrap_or(TlsMode::None);
-    local.port = s.integer("port", 1..=65535).map(|p| p as u16).unwrap_or(
-        if local.tls == TlsMode::Implicit {
-            465
-        } else {
-            25
-        },
-    );
-    local.ca_file = s.string("ca_file").map(PathBuf::from);
+    let default_port = if local.tls == TlsMode::Implicit { 465 } else { 25 };
+    local.port = s.integer("port", 1..=65535).map_or(default_port, |p| p as u16);
+    local.ca_file = s.string("ca_file").map(|p| base.join(p));
     local.helo = s.string("helo");
+    local.timeout = positive_duration(&s, "timeout").unwrap_or(local.timeout);
+    if let Some(user) = s.string("user") {
+        local.auth = read_secret(&s, base).map(|secret| (user, secret));
+    } else if SECRET_KEYS.iter().any(|k| s.has(k)) {
+        s.error("user", "a password for the local server needs a user");
+    }
     s.finish();
     local
+}
+
+fn read_delivery(section: Option<Section>) -> DeliverySettings {
+    let mut delivery = DeliverySettings::default();
+    let Some(s) = section else { return delivery };
+    delivery.sessions = s.integer("sessions", 1..=32).map_or(delivery.sessions, |n| n as usize);
+    if let Some(list) = s.string_list("retry") {
+        let parsed: Result<Vec<Duration>, _> = list.iter().map(|t| humantime::parse_duration(t)).collect();
+        match parsed {
+            Ok(waits) if !waits.is_empty() && waits.iter().all(|w| !w.is_zero()) => delivery.retry = waits,
+            Ok(_) => s.error("retry", "needs at least one wait, each more than zero"),
+            Err(e) => s.error("retry", format!("{e}; write e.g. [\"1m\", \"5m\", \"1h\"]")),
+        }
+    }
+    delivery.give_up_after = positive_duration(&s, "give_up_after").unwrap_or(delivery.give_up_after);
+    delivery.poison_limit = s.integer("poison_limit", 1..=100).map_or(delivery.poison_limit, |n| n as u32);
+    s.finish();
+    delivery
+}
+
+/// A duration that must be more than zero.
+fn positive_duration(s: &Section, key: &str) -> Option<Duration> {
+    let d = s.duration(key)?;
+    if d.is_zero() {
+        s.error(key, "must be more than zero");
+        return None;
+    }
+    Some(d)
+}
+
+const SECRET_KEYS: [&str; 3] = ["password", "password_file", "password_command"];
+
+/// Exactly one of `password`, `password_file`, `password_command`.
+fn read_secret(s: &Section, base: &Path) -> Option<SecretSource> {
+    let given: Vec<&str> = SECRET_KEYS.into_iter().filter(|k| s.has(k)).collect();
+    match given.as_slice() {
+        [] => {
+            s.error("password", "one of password, password_file or password_command is required");
+            None
+        }
+        ["password"] => s.string("password").map(|p| SecretSource::Value(Secret::new(p))),
+        ["password_file"] => s.string("password_file").map(|p| SecretSource::File(base.join(p))),
+        ["password_command"] => s.string("password_command").map(SecretSource::Command),
+        _ => {
+            for k in &given {
+                s.item(k);
+            }
+            s.error(given[1], format!("give only one of {}", given.join(", ")));
+            None
+        }
+    }
 }
 
 const TLS_CHOICES: &[(&str, TlsMode)] = &[
@@ -310,36 +404,7 @@ fn read_account(s: &Section, base: &Path) -> Option<Account> {
     );
     let auth = s.choice("auth", &auth_choices).unwrap_or(AuthChoice::Auto);
 
-    let sources: Vec<&str> = ["password", "password_file", "password_command"]
-        .into_iter()
-        .filter(|k| s.has(k))
-        .collect();
-    let secret = match sources.as_slice() {
-        [] => {
-            s.error(
-                "password",
-                "one of password, password_file or password_command is required",
-            );
-            None
-        }
-        ["password"] => s
-            .string("password")
-            .map(|p| SecretSource::Value(Secret::new(p))),
-        ["password_file"] => s
-            .string("password_file")
-            .map(|p| SecretSource::File(base.join(p))),
-        ["password_command"] => s.string("password_command").map(SecretSource::Command),
-        _ => {
-            for k in &sources {
-                s.item(k);
-            }
-            s.error(
-                sources[1],
-                format!("give only one of {}", sources.join(", ")),
-            );
-            None
-        }
-    };
+    let secret = read_secret(s, base);
 
     let deliver_to = s.string_list("deliver_to");
     match &deliver_to {
@@ -371,10 +436,7 @@ fn read_account(s: &Section, base: &Path) -> Option<Account> {
         );
     }
     let allow_insecure_auth = s.boolean("allow_insecure_auth").unwrap_or(false);
-    let timeout = s.duration("timeout").unwrap_or(Duration::from_secs(60));
-    if timeout.is_zero() {
-        s.error("timeout", "must be more than zero");
-    }
+    let timeout = positive_duration(s, "timeout").unwrap_or(Duration::from_secs(60));
     let ca_file = s.string("ca_file").map(|p| base.join(p));
     if let Some(path) = &ca_file {
         if !path.is_file() {
