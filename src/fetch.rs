@@ -463,6 +463,12 @@ fn make_plan(
         }
     }
     let now = spool::now();
+    // The local server's own limit (from its EHLO SIZE) applies too: fetching what it would refuse
+    // only moves the message from the provider to badmail.
+    let limit = match spool.local_size_limit()? {
+        Some(local) => local.min(account.max_message_size),
+        None => account.max_message_size,
+    };
     let mut plan = Plan {
         retrieve: VecDeque::new(),
         delete: VecDeque::new(),
@@ -478,14 +484,14 @@ fn make_plan(
             }
             continue;
         }
-        if message.size > account.max_message_size {
+        if message.size > limit {
             let uidl = message
                 .uidl
                 .clone()
                 .unwrap_or_else(|| format!("#{}", message.number));
             if spool.add_uidl(UidlSet::Oversized, &account.name, &uidl, message.size)? {
                 report.new_oversized += 1;
-                tracing::warn!(account = %account.name, uidl, size = message.size, limit = account.max_message_size,
+                tracing::warn!(account = %account.name, uidl, size = message.size, limit,
                     "message larger than max_message_size left on the server");
             }
             report.oversized.push((uidl, message.size));

@@ -207,3 +207,159 @@ pub fn outpost(args: &[&str]) -> std::process::Output {
         .output()
         .expect("running outpost")
 }
+
+/// A private Postfix on a loopback high port (queue and maildir on a tmpfs), stopped when dropped.
+/// Every recipient's copy lands in one maildir, with the recipient in `Delivered-To`.
+pub struct Postfix {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+/// One copy Postfix delivered.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub recipient: String,
+    pub return_path: String,
+    /// The message as received, without the headers Postfix added on top (Return-Path,
+    /// X-Original-To, Delivered-To, Received), with Postfix's LF line ends.
+    pub message: Vec<u8>,
+}
+
+impl Postfix {
+    pub fn start(message_size_limit: u64) -> Postfix {
+        let base = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm") } else { Path::new("/tmp") };
+        let dir = tempfile::Builder::new().prefix("outpost-postfix-").tempdir_in(base).unwrap();
+        let port = free_port();
+        let postfix = Postfix { dir, port };
+        postfix.run_start(message_size_limit);
+        postfix
+    }
+
+    fn run_start(&self, message_size_limit: u64) {
+        let status = Command::new(repo_root().join("scripts/postfix-start"))
+            .arg(self.dir.path())
+            .arg(self.port.to_string())
+            .arg(message_size_limit.to_string())
+            .status()
+            .expect("running scripts/postfix-start");
+        assert!(status.success(), "scripts/postfix-start failed");
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new(repo_root().join("scripts/postfix-stop")).arg(self.dir.path()).status();
+        // The listener goes away with the master; wait until connections are refused.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn start_again(&self, message_size_limit: u64) {
+        self.run_start(message_size_limit);
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.crt")
+    }
+
+    /// Replaces the recipient access map (regexp lines) and makes Postfix read it.
+    pub fn set_access(&self, map: &str) {
+        std::fs::write(self.dir.path().join("conf/access"), map).unwrap();
+        let conf = self.dir.path().join("conf");
+        let status = Command::new("postfix").arg("-c").arg(&conf).arg("reload").output().unwrap();
+        assert!(status.status.success());
+    }
+
+    /// A `[local]` section for this server.
+    pub fn local_section(&self, extra: &str) -> String {
+        format!("[local]\nhost = \"127.0.0.1\"\nport = {}\nhelo = \"outpost.test\"\ntimeout = \"10s\"\n{extra}\n", self.port)
+    }
+
+    /// Every copy delivered so far.
+    pub fn delivered(&self) -> Vec<Delivered> {
+        let dir = self.dir.path().join("mail/all/new");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+        entries
+            .map(|e| {
+                let bytes = std::fs::read(e.unwrap().path()).unwrap();
+                parse_delivered(&bytes)
+            })
+            .collect()
+    }
+
+    /// Waits (up to 60 s) until `n` copies are delivered, and returns them.
+    pub fn wait_for(&self, n: usize) -> Vec<Delivered> {
+        for _ in 0..600 {
+            let got = self.delivered();
+            if got.len() >= n {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let got = self.delivered();
+        panic!("Postfix delivered {} of {n} copies", got.len());
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/postfix-stop")).arg(self.dir.path()).status();
+    }
+}
+
+fn parse_delivered(bytes: &[u8]) -> Delivered {
+    let mut rest = bytes;
+    let (mut recipient, mut return_path) = (String::new(), String::new());
+    // Postfix's own header lines come first; Received may be folded over several lines.
+    loop {
+        let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |p| p + 1);
+        let line = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let lower = line.to_ascii_lowercase();
+        let ours = lower.starts_with("return-path:") || lower.starts_with("x-original-to:") || lower.starts_with("delivered-to:") || lower.starts_with("received:");
+        if lower.starts_with("delivered-to:") {
+            recipient = line[13..].trim().to_string();
+        }
+        if lower.starts_with("return-path:") {
+            return_path = line[12..].trim().trim_matches(['<', '>']).to_string();
+        }
+        if ours {
+            rest = &rest[end..];
+            // Skip the continuation lines of a folded Received header.
+            while rest.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+                let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |p| p + 1);
+                rest = &rest[end..];
+            }
+            continue;
+        }
+        break;
+    }
+    Delivered { recipient, return_path, message: rest.to_vec() }
+}
+
+/// Puts a message straight into a spool, as the fetcher would, for delivery tests.
+pub fn queue_message(spool: &spool::Spool, sender: &str, recipients: &[&str], message: &[u8]) -> spool::QueueId {
+    let origin = spool::Origin { account: "test".into(), uidl: None, arrived: spool::now() };
+    let envelope = spool::Envelope { sender: sender.into(), recipients: recipients.iter().map(|r| r.to_string()).collect() };
+    let mut writer = spool.writer(origin, move |_| envelope).unwrap();
+    writer.write(message).unwrap();
+    let spooled = writer.finish().unwrap();
+    spool.commit(std::slice::from_ref(&spooled)).unwrap();
+    spooled.id()
+}
+
+/// CRLF to LF, as a maildir stores a message.
+pub fn unix_line_ends(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
