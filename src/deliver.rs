@@ -90,7 +90,11 @@ fn default_helo() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
         .unwrap_or_else(|| "outpost.localdomain".to_string())
 }
 
@@ -142,23 +146,35 @@ impl Pass<'_> {
         if self.stop.load(Ordering::Relaxed) {
             return None;
         }
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
     }
 
     fn give_back(&self, message: (QueueId, Entry)) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_front(message);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_front(message);
     }
 
     fn outage(&self, why: String) {
         tracing::warn!(error = %why, "the local server cannot be reached; the queue waits");
-        self.outage.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why);
+        self.outage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(why);
         self.stop.store(true, Ordering::Relaxed);
     }
 
     async fn connect(&self) -> Option<SmtpSession> {
         match SmtpSession::connect(&self.options).await {
             Ok(session) => {
-                if let Err(e) = self.spool.set_local_size_limit(session.extensions().size_limit()) {
+                if let Err(e) = self
+                    .spool
+                    .set_local_size_limit(session.extensions().size_limit())
+                {
                     tracing::warn!(error = %e, "cannot record the local server's size limit");
                 }
                 Some(session)
@@ -217,33 +233,72 @@ async fn worker(pass: &Pass<'_>) {
 
 /// Sends one message and records the outcome. `Ok(true)` when the transaction went through
 /// cleanly, `Ok(false)` when the session needs an RSET, `Err` when the session is broken.
-async fn deliver_one(pass: &Pass<'_>, session: &mut SmtpSession, id: QueueId, entry: &Entry) -> Result<bool, DeliverError> {
+async fn deliver_one(
+    pass: &Pass<'_>,
+    session: &mut SmtpSession,
+    id: QueueId,
+    entry: &Entry,
+) -> Result<bool, DeliverError> {
     let spool = pass.spool;
     let now = spool::now();
-    if let Some(limit) = session.extensions().size_limit().filter(|&limit| entry.size > limit) {
-        let reply = format!("not sent: the message has {} bytes and the local server accepts at most {limit}", entry.size);
+    if let Some(limit) = session
+        .extensions()
+        .size_limit()
+        .filter(|&limit| entry.size > limit)
+    {
+        let reply = format!(
+            "not sent: the message has {} bytes and the local server accepts at most {limit}",
+            entry.size
+        );
         badmail(pass, id, entry, &entry.envelope.recipients, reply, true)?;
         return Ok(true);
     }
-    let (valid, invalid): (Vec<String>, Vec<String>) = entry.envelope.recipients.iter().cloned().partition(|r| is_valid_address(r));
+    let (valid, invalid): (Vec<String>, Vec<String>) = entry
+        .envelope
+        .recipients
+        .iter()
+        .cloned()
+        .partition(|r| is_valid_address(r));
     let sender_ok = entry.envelope.sender.is_empty() || is_valid_address(&entry.envelope.sender);
     if !invalid.is_empty() || !sender_ok {
         // Never put a bad address on the wire; a spool entry should not have one, but a hand-made
         // file could.
-        let bad = if sender_ok { invalid } else { entry.envelope.recipients.clone() };
-        badmail(pass, id, entry, &bad, "not sent: invalid envelope address".into(), bad.len() == entry.envelope.recipients.len())?;
+        let bad = if sender_ok {
+            invalid
+        } else {
+            entry.envelope.recipients.clone()
+        };
+        badmail(
+            pass,
+            id,
+            entry,
+            &bad,
+            "not sent: invalid envelope address".into(),
+            bad.len() == entry.envelope.recipients.len(),
+        )?;
         if !sender_ok || valid.is_empty() {
             return Ok(true);
         }
     }
 
     let (_, file) = spool.open_message(id)?;
-    let eight_bit = scan_eight_bit(&mut tokio::fs::File::from_std(file)).await.map_err(SmtpError::Spool)?;
+    let eight_bit = scan_eight_bit(&mut tokio::fs::File::from_std(file))
+        .await
+        .map_err(SmtpError::Spool)?;
     let (_, file) = spool.open_message(id)?;
     let mut body = tokio::fs::File::from_std(file);
     spool.set_state(id, State::Delivering)?;
 
-    let transaction = match session.send_message(&entry.envelope.sender, &valid, entry.size, eight_bit, &mut body).await {
+    let transaction = match session
+        .send_message(
+            &entry.envelope.sender,
+            &valid,
+            entry.size,
+            eight_bit,
+            &mut body,
+        )
+        .await
+    {
         Ok(t) => t,
         Err(e) => {
             // The session broke with this message in hand: it may be the message's fault.
@@ -259,7 +314,9 @@ async fn deliver_one(pass: &Pass<'_>, session: &mut SmtpSession, id: QueueId, en
     };
     let outcome = Outcome::of(&transaction, &valid);
     tracing::info!(id = %id, accepted = outcome.done.len(), failed = outcome.failed.len(), later = outcome.later.len(), "delivery attempt");
-    pass.counters.recipients.fetch_add(outcome.done.len() as u64, Ordering::Relaxed);
+    pass.counters
+        .recipients
+        .fetch_add(outcome.done.len() as u64, Ordering::Relaxed);
     if outcome.failed.is_empty() && outcome.later.is_empty() {
         spool.remove_delivered(id)?;
         pass.counters.delivered.fetch_add(1, Ordering::Relaxed);
@@ -269,12 +326,22 @@ async fn deliver_one(pass: &Pass<'_>, session: &mut SmtpSession, id: QueueId, en
         spool.recipients_done(id, &outcome.done)?;
     }
     if !outcome.failed.is_empty() {
-        let reasons = outcome.failed.iter().map(|(r, reply)| format!("<{r}>: {reply}")).collect::<Vec<_>>().join(" | ");
+        let reasons = outcome
+            .failed
+            .iter()
+            .map(|(r, reply)| format!("<{r}>: {reply}"))
+            .collect::<Vec<_>>()
+            .join(" | ");
         let failed: Vec<String> = outcome.failed.iter().map(|(r, _)| r.clone()).collect();
         badmail(pass, id, entry, &failed, reasons, outcome.later.is_empty())?;
     }
     if !outcome.later.is_empty() {
-        let reasons = outcome.later.iter().map(|(r, reply)| format!("<{r}>: {reply}")).collect::<Vec<_>>().join(" | ");
+        let reasons = outcome
+            .later
+            .iter()
+            .map(|(r, reply)| format!("<{r}>: {reply}"))
+            .collect::<Vec<_>>()
+            .join(" | ");
         defer(pass, id, entry, &reasons, entry.drops, now)?;
     }
     Ok(false)
@@ -291,7 +358,11 @@ struct Outcome {
 
 impl Outcome {
     fn of(t: &Transaction, recipients: &[String]) -> Outcome {
-        let mut outcome = Outcome { done: Vec::new(), failed: Vec::new(), later: Vec::new() };
+        let mut outcome = Outcome {
+            done: Vec::new(),
+            failed: Vec::new(),
+            later: Vec::new(),
+        };
         let mut file = |r: &String, reply: &Reply| {
             if reply.is_permanent() {
                 outcome.failed.push((r.clone(), reply.clone()));
@@ -305,36 +376,78 @@ impl Outcome {
         }
         // The reply that decides for the accepted recipients: the end of data, else why no
         // data was sent.
-        let data = t.data.as_ref().or(t.data_command.as_ref().filter(|r| r.code != 354));
+        let data = t
+            .data
+            .as_ref()
+            .or(t.data_command.as_ref().filter(|r| r.code != 354));
         for (i, r) in recipients.iter().enumerate() {
             match t.rcpts.get(i) {
                 Some(reply) if !reply.is_positive() => file(r, reply),
                 Some(_) => match data {
                     Some(reply) if reply.is_positive() => outcome.done.push(r.clone()),
                     Some(reply) => file(r, reply),
-                    None => file(r, &Reply { code: 451, lines: vec!["no data was sent".into()] }),
+                    None => file(
+                        r,
+                        &Reply {
+                            code: 451,
+                            lines: vec!["no data was sent".into()],
+                        },
+                    ),
                 },
-                None => file(r, &Reply { code: 451, lines: vec!["no answer to RCPT TO".into()] }),
+                None => file(
+                    r,
+                    &Reply {
+                        code: 451,
+                        lines: vec!["no answer to RCPT TO".into()],
+                    },
+                ),
             }
         }
         outcome
     }
 }
 
-fn badmail(pass: &Pass<'_>, id: QueueId, entry: &Entry, recipients: &[String], reply: String, remove: bool) -> Result<(), DeliverError> {
-    let reason = BadmailReason { reply, attempts: entry.attempts + 1 };
+fn badmail(
+    pass: &Pass<'_>,
+    id: QueueId,
+    entry: &Entry,
+    recipients: &[String],
+    reply: String,
+    remove: bool,
+) -> Result<(), DeliverError> {
+    let reason = BadmailReason {
+        reply,
+        attempts: entry.attempts + 1,
+    };
     pass.spool.to_badmail(id, recipients, &reason, remove)?;
     pass.counters.badmail.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
 /// Defers a message for its backoff, or sends it to badmail once it is older than the give-up age.
-fn defer(pass: &Pass<'_>, id: QueueId, entry: &Entry, error: &str, drops: u32, now: u64) -> Result<(), DeliverError> {
+fn defer(
+    pass: &Pass<'_>,
+    id: QueueId,
+    entry: &Entry,
+    error: &str,
+    drops: u32,
+    now: u64,
+) -> Result<(), DeliverError> {
     let age = Duration::from_secs(now.saturating_sub(entry.origin.arrived));
     if age >= pass.settings.give_up_after {
         let current = pass.spool.entry(id)?;
-        let reply = format!("gave up after {}: {error}", humantime::format_duration(pass.settings.give_up_after));
-        return badmail(pass, id, &current, &current.envelope.recipients, reply, true);
+        let reply = format!(
+            "gave up after {}: {error}",
+            humantime::format_duration(pass.settings.give_up_after)
+        );
+        return badmail(
+            pass,
+            id,
+            &current,
+            &current.envelope.recipients,
+            reply,
+            true,
+        );
     }
     let attempts = entry.attempts + 1;
     let wait = pass.settings.retry_after(attempts);

@@ -145,7 +145,9 @@ pub fn delivery_summary(report: &crate::deliver::DeliveryReport) -> String {
         report.elapsed.as_secs_f64()
     );
     if let Some(why) = &report.outage {
-        out.push_str(&format!("the local server could not be reached, the queue waits: {why}\n"));
+        out.push_str(&format!(
+            "the local server could not be reached, the queue waits: {why}\n"
+        ));
     }
     out
 }

@@ -46,25 +46,45 @@ async fn a_thousand_messages_arrive_byte_exact() {
     {
         let spool = Spool::open(&spool_dir).unwrap();
         for i in 0..1000 {
-            let bytes = message(i, &format!("line one of {i}\r\n.a line that starts with a dot\r\n{}", "text\r\n".repeat(i % 50)));
+            let bytes = message(
+                i,
+                &format!(
+                    "line one of {i}\r\n.a line that starts with a dot\r\n{}",
+                    "text\r\n".repeat(i % 50)
+                ),
+            );
             let rcpt = format!("user{}@example.org", i % 10);
             queue_message(&spool, "sender@example.net", &[&rcpt], &bytes);
             originals.insert(format!("message {i}"), (rcpt, bytes));
         }
     }
     let report = deliver(&config(&spool_dir, &postfix, "", "")).await;
-    assert_eq!((report.delivered, report.badmail, report.deferred), (1000, 0, 0), "{report:?}");
+    assert_eq!(
+        (report.delivered, report.badmail, report.deferred),
+        (1000, 0, 0),
+        "{report:?}"
+    );
     assert!(report.outage.is_none());
     let delivered = postfix.wait_for(1000);
     assert_eq!(delivered.len(), 1000);
     for copy in &delivered {
-        let subject = String::from_utf8_lossy(&copy.message).lines().find_map(|l| l.strip_prefix("Subject: ").map(str::to_string)).unwrap();
+        let subject = String::from_utf8_lossy(&copy.message)
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+            .unwrap();
         let (rcpt, original) = &originals[&subject];
         assert_eq!(&copy.recipient, rcpt);
         assert_eq!(copy.return_path, "sender@example.net");
-        assert_eq!(copy.message, unix_line_ends(original), "{subject} changed on the way");
+        assert_eq!(
+            copy.message,
+            unix_line_ends(original),
+            "{subject} changed on the way"
+        );
     }
-    assert!(Spool::open(&spool_dir).unwrap().list().unwrap().is_empty(), "the queue is empty");
+    assert!(
+        Spool::open(&spool_dir).unwrap().list().unwrap().is_empty(),
+        "the queue is empty"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -72,16 +92,34 @@ async fn a_450_recipient_is_retried_and_the_others_get_the_message_once() {
     let postfix = Postfix::start(10_240_000);
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
-    spool_with(&spool_dir, &[(vec!["ann@example.org", "defer-bob@example.org", "cat@example.org"], message(1, "hello"))]);
+    spool_with(
+        &spool_dir,
+        &[(
+            vec![
+                "ann@example.org",
+                "defer-bob@example.org",
+                "cat@example.org",
+            ],
+            message(1, "hello"),
+        )],
+    );
     let config = config(&spool_dir, &postfix, "", "retry = [\"1s\"]");
 
     let first = deliver(&config).await;
-    assert_eq!((first.delivered, first.deferred, first.recipients), (0, 1, 2), "{first:?}");
+    assert_eq!(
+        (first.delivered, first.deferred, first.recipients),
+        (0, 1, 2),
+        "{first:?}"
+    );
     {
         let spool = Spool::open(&spool_dir).unwrap();
         let (_, entry) = spool.list().unwrap().remove(0);
         assert_eq!(entry.state, State::Deferred);
-        assert_eq!(entry.envelope.recipients, ["defer-bob@example.org"], "only the refused recipient remains");
+        assert_eq!(
+            entry.envelope.recipients,
+            ["defer-bob@example.org"],
+            "only the refused recipient remains"
+        );
         assert!(entry.last_error.unwrap().contains("450"));
     }
     // Not due yet: nothing happens.
@@ -92,10 +130,22 @@ async fn a_450_recipient_is_retried_and_the_others_get_the_message_once() {
     assert_eq!((second.delivered, second.recipients), (1, 1), "{second:?}");
     let copies = postfix.wait_for(3);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let mut recipients: Vec<_> = postfix.delivered().into_iter().map(|c| c.recipient).collect();
+    let mut recipients: Vec<_> = postfix
+        .delivered()
+        .into_iter()
+        .map(|c| c.recipient)
+        .collect();
     recipients.sort();
     assert_eq!(copies.len(), 3);
-    assert_eq!(recipients, ["ann@example.org", "cat@example.org", "defer-bob@example.org"], "each exactly once");
+    assert_eq!(
+        recipients,
+        [
+            "ann@example.org",
+            "cat@example.org",
+            "defer-bob@example.org"
+        ],
+        "each exactly once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -104,20 +154,47 @@ async fn a_550_recipient_goes_to_badmail_and_the_others_are_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
     let original = message(2, "for two");
-    spool_with(&spool_dir, &[(vec!["ann@example.org", "reject-zed@example.org"], original.clone())]);
+    spool_with(
+        &spool_dir,
+        &[(
+            vec!["ann@example.org", "reject-zed@example.org"],
+            original.clone(),
+        )],
+    );
     let report = deliver(&config(&spool_dir, &postfix, "", "")).await;
-    assert_eq!((report.delivered, report.badmail, report.recipients), (0, 1, 1), "{report:?}");
+    assert_eq!(
+        (report.delivered, report.badmail, report.recipients),
+        (0, 1, 1),
+        "{report:?}"
+    );
     assert_eq!(postfix.wait_for(1)[0].recipient, "ann@example.org");
 
     let spool = Spool::open(&spool_dir).unwrap();
-    assert!(spool.list().unwrap().is_empty(), "nothing left to do: the message left the queue");
-    let badmail: Vec<_> = std::fs::read_dir(spool.badmail_dir()).unwrap().map(|e| e.unwrap().path()).collect();
-    let eml = badmail.iter().find(|p| p.extension().is_some_and(|e| e == "eml")).expect("a badmail file");
+    assert!(
+        spool.list().unwrap().is_empty(),
+        "nothing left to do: the message left the queue"
+    );
+    let badmail: Vec<_> = std::fs::read_dir(spool.badmail_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let eml = badmail
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "eml"))
+        .expect("a badmail file");
     let reason = std::fs::read_to_string(eml.with_extension("reason")).unwrap();
-    assert!(reason.contains("550") && reason.contains("No such user"), "{reason}");
-    let mut expected = b"X-Sender: sender@example.net\r\nX-Receiver: reject-zed@example.org\r\n".to_vec();
+    assert!(
+        reason.contains("550") && reason.contains("No such user"),
+        "{reason}"
+    );
+    let mut expected =
+        b"X-Sender: sender@example.net\r\nX-Receiver: reject-zed@example.org\r\n".to_vec();
     expected.extend_from_slice(&original);
-    assert_eq!(std::fs::read(eml).unwrap(), expected, "replay lines, then the message as received");
+    assert_eq!(
+        std::fs::read(eml).unwrap(),
+        expected,
+        "replay lines, then the message as received"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,20 +202,37 @@ async fn a_message_over_the_servers_size_goes_to_badmail_unsent() {
     let postfix = Postfix::start(50_000);
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
-    spool_with(&spool_dir, &[(vec!["ann@example.org"], message(3, &"x".repeat(100_000))), (vec!["ann@example.org"], message(4, "small"))]);
+    spool_with(
+        &spool_dir,
+        &[
+            (vec!["ann@example.org"], message(3, &"x".repeat(100_000))),
+            (vec!["ann@example.org"], message(4, "small")),
+        ],
+    );
     let report = deliver(&config(&spool_dir, &postfix, "", "")).await;
     assert_eq!((report.delivered, report.badmail), (1, 1), "{report:?}");
     let spool = Spool::open(&spool_dir).unwrap();
-    assert_eq!(spool.local_size_limit().unwrap(), Some(50_000), "remembered for the fetcher");
+    assert_eq!(
+        spool.local_size_limit().unwrap(),
+        Some(50_000),
+        "remembered for the fetcher"
+    );
     let reason = std::fs::read_dir(spool.badmail_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "reason"))
         .map(|p| std::fs::read_to_string(p).unwrap())
         .unwrap();
-    assert!(reason.contains("not sent") && reason.contains("100") && reason.contains("50000"), "{reason}");
+    assert!(
+        reason.contains("not sent") && reason.contains("100") && reason.contains("50000"),
+        "{reason}"
+    );
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(postfix.wait_for(1).len(), 1, "only the small one reached Postfix");
+    assert_eq!(
+        postfix.wait_for(1).len(),
+        1,
+        "only the small one reached Postfix"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -146,7 +240,9 @@ async fn an_outage_waits_and_sends_nothing_to_badmail() {
     let postfix = Postfix::start(10_240_000);
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
-    let messages: Vec<_> = (0..100).map(|i| (vec!["ann@example.org"], message(i, "during an outage"))).collect();
+    let messages: Vec<_> = (0..100)
+        .map(|i| (vec!["ann@example.org"], message(i, "during an outage")))
+        .collect();
     spool_with(&spool_dir, &messages);
     let config = config(&spool_dir, &postfix, "", "give_up_after = \"1s\"");
     postfix.stop();
@@ -158,7 +254,12 @@ async fn an_outage_waits_and_sends_nothing_to_badmail() {
         let spool = Spool::open(&spool_dir).unwrap();
         let entries = spool.list().unwrap();
         assert_eq!(entries.len(), 100);
-        assert!(entries.iter().all(|(_, e)| e.attempts == 0 && e.state == State::Queued), "an outage counts no attempt");
+        assert!(
+            entries
+                .iter()
+                .all(|(_, e)| e.attempts == 0 && e.state == State::Queued),
+            "an outage counts no attempt"
+        );
     }
     std::thread::sleep(std::time::Duration::from_millis(1100));
     postfix.start_again(10_240_000);
@@ -172,19 +273,31 @@ async fn starttls_with_the_sites_own_ca() {
     let postfix = Postfix::start(10_240_000);
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
-    spool_with(&spool_dir, &[(vec!["ann@example.org"], message(5, "over TLS"))]);
+    spool_with(
+        &spool_dir,
+        &[(vec!["ann@example.org"], message(5, "over TLS"))],
+    );
     let tls = format!("tls = \"starttls\"\nca_file = {:?}", postfix.ca_file());
     // Postfix's certificate names localhost and 127.0.0.1.
     let report = deliver(&config(&spool_dir, &postfix, &tls, "")).await;
     assert_eq!(report.delivered, 1, "{report:?}");
     let received = postfix.wait_for(1);
-    assert!(String::from_utf8_lossy(&std::fs::read(postfix.dir.path().join("maillog")).unwrap()).contains("TLS connection established"));
+    assert!(
+        String::from_utf8_lossy(&std::fs::read(postfix.dir.path().join("maillog")).unwrap())
+            .contains("TLS connection established")
+    );
     assert_eq!(received[0].recipient, "ann@example.org");
 
     // Without the CA the certificate is not trusted, and nothing is sent.
-    spool_with(&spool_dir, &[(vec!["ann@example.org"], message(6, "refused"))]);
+    spool_with(
+        &spool_dir,
+        &[(vec!["ann@example.org"], message(6, "refused"))],
+    );
     let report = deliver(&config(&spool_dir, &postfix, "tls = \"starttls\"", "")).await;
-    assert!(report.outage.as_deref().is_some_and(|e| e.contains("TLS")), "{report:?}");
+    assert!(
+        report.outage.as_deref().is_some_and(|e| e.contains("TLS")),
+        "{report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,15 +312,49 @@ async fn awkward_data_arrives_intact() {
         ("eight-bit", "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\nX-Raw: Grüße aus Köln\r\nMessage-ID: <8bit@x>\r\n\r\nÄÖÜ äöü ß €\r\n".as_bytes().to_vec()),
         ("nul", b"Subject: nul\r\nMessage-ID: <nul@x>\r\n\r\na\0b\r\n".to_vec()),
     ];
-    let messages: Vec<_> = cases.iter().map(|(name, bytes)| (vec![match *name { "bare-lf" => "lf@example.org", "lone-dot" => "dot@example.org", "no-final-crlf" => "end@example.org", "eight-bit" => "utf8@example.org", _ => "nul@example.org" }], bytes.clone())).collect();
+    let messages: Vec<_> = cases
+        .iter()
+        .map(|(name, bytes)| {
+            (
+                vec![match *name {
+                    "bare-lf" => "lf@example.org",
+                    "lone-dot" => "dot@example.org",
+                    "no-final-crlf" => "end@example.org",
+                    "eight-bit" => "utf8@example.org",
+                    _ => "nul@example.org",
+                }],
+                bytes.clone(),
+            )
+        })
+        .collect();
     spool_with(&spool_dir, &messages);
     let report = deliver(&config(&spool_dir, &postfix, "", "")).await;
-    assert_eq!((report.delivered, report.badmail, report.deferred), (5, 0, 0), "{report:?}");
+    assert_eq!(
+        (report.delivered, report.badmail, report.deferred),
+        (5, 0, 0),
+        "{report:?}"
+    );
     let delivered = postfix.wait_for(5);
-    let get = |rcpt: &str| delivered.iter().find(|d| d.recipient == rcpt).unwrap().message.clone();
-    assert_eq!(get("lf@example.org"), b"Subject: bare lf\nMessage-ID: <lf@x>\n\nline\nline\n");
-    assert_eq!(get("dot@example.org"), b"Subject: lone dot\nMessage-ID: <dot@x>\n\nbefore\n.\nafter\n");
-    assert_eq!(get("end@example.org"), b"Subject: unterminated\nMessage-ID: <nocrlf@x>\n\nno newline at the end\n");
+    let get = |rcpt: &str| {
+        delivered
+            .iter()
+            .find(|d| d.recipient == rcpt)
+            .unwrap()
+            .message
+            .clone()
+    };
+    assert_eq!(
+        get("lf@example.org"),
+        b"Subject: bare lf\nMessage-ID: <lf@x>\n\nline\nline\n"
+    );
+    assert_eq!(
+        get("dot@example.org"),
+        b"Subject: lone dot\nMessage-ID: <dot@x>\n\nbefore\n.\nafter\n"
+    );
+    assert_eq!(
+        get("end@example.org"),
+        b"Subject: unterminated\nMessage-ID: <nocrlf@x>\n\nno newline at the end\n"
+    );
     assert_eq!(get("utf8@example.org"), unix_line_ends(&messages[3].1));
     let nul = get("nul@example.org");
     assert!(nul.starts_with(b"Subject: nul\n"), "{nul:?}");

@@ -473,12 +473,30 @@ async fn seen_marks_are_forgotten_once_the_server_stops_listing_them() {
 
 #[tokio::test]
 async fn the_local_servers_size_limit_applies_to_fetching_too() {
-    let server = ScriptedPop3::start(Options::default(), vec![message("fits", "x"), message("too-big-for-exchange", &"y".repeat(5000))]).await;
+    let server = ScriptedPop3::start(
+        Options::default(),
+        vec![
+            message("fits", "x"),
+            message("too-big-for-exchange", &"y".repeat(5000)),
+        ],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
-    Spool::open(&spool_dir).unwrap().set_local_size_limit(Some(2000)).unwrap();
-    let report = fetch_once(&support::config_text(&spool_dir, &[server.account("isp", "max_message_size = \"1MB\"")])).await;
+    Spool::open(&spool_dir)
+        .unwrap()
+        .set_local_size_limit(Some(2000))
+        .unwrap();
+    let report = fetch_once(&support::config_text(
+        &spool_dir,
+        &[server.account("isp", "max_message_size = \"1MB\"")],
+    ))
+    .await;
     assert_eq!(report.fetched(), 1);
-    assert_eq!(report.accounts[0].oversized.len(), 1, "the smaller of the two limits applies");
+    assert_eq!(
+        report.accounts[0].oversized.len(),
+        1,
+        "the smaller of the two limits applies"
+    );
     assert_eq!(server.remaining(), 1, "left on the server, not deleted");
 }

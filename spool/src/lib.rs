@@ -143,7 +143,16 @@ pub struct Entry {
 
 impl Entry {
     fn new(size: u64, origin: Origin, envelope: Envelope) -> Entry {
-        Entry { state: State::Queued, size, origin, envelope, attempts: 0, next_try: 0, last_error: None, drops: 0 }
+        Entry {
+            state: State::Queued,
+            size,
+            origin,
+            envelope,
+            attempts: 0,
+            next_try: 0,
+            last_error: None,
+            drops: 0,
+        }
     }
 
     /// Whether the deliverer should try it at `now`.
@@ -404,7 +413,11 @@ impl Spool {
         File::open(&queue).and_then(|d| d.sync_all()).at(&queue)?;
         let mut writes = sled::Batch::default();
         for msg in batch {
-            let entry = Entry::new(msg.size, msg.header.origin.clone(), msg.header.envelope.clone());
+            let entry = Entry::new(
+                msg.size,
+                msg.header.origin.clone(),
+                msg.header.envelope.clone(),
+            );
             writes.insert(message_key(msg.header.id), encode(&entry));
             if let Some(uidl) = &msg.header.origin.uidl {
                 let mark = UidlMark {
@@ -536,12 +549,20 @@ impl Spool {
 
     /// The messages due for delivery at `now`, oldest first.
     pub fn due(&self, now: u64) -> Result<Vec<(QueueId, Entry)>> {
-        Ok(self.list()?.into_iter().filter(|(_, e)| e.is_due(now)).collect())
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|(_, e)| e.is_due(now))
+            .collect())
     }
 
     /// The largest message the local server accepts, as it last said (EHLO SIZE).
     pub fn local_size_limit(&self) -> Result<Option<u64>> {
-        Ok(self.inner.db.get(LOCAL_SIZE_KEY)?.map(|v| decode(LOCAL_SIZE_KEY, &v)).transpose()?)
+        self.inner
+            .db
+            .get(LOCAL_SIZE_KEY)?
+            .map(|v| decode(LOCAL_SIZE_KEY, &v))
+            .transpose()
     }
 
     pub fn set_local_size_limit(&self, limit: Option<u64>) -> Result<()> {
@@ -557,18 +578,34 @@ impl Spool {
     /// fsynced. With `remove`, the message then leaves the queue (it had no other recipients).
     ///
     /// Returns the path of the `.eml` file.
-    pub fn to_badmail(&self, id: QueueId, recipients: &[String], reason: &BadmailReason, remove: bool) -> Result<PathBuf> {
+    pub fn to_badmail(
+        &self,
+        id: QueueId,
+        recipients: &[String],
+        reason: &BadmailReason,
+        remove: bool,
+    ) -> Result<PathBuf> {
         let (header, mut body) = self.open_message(id)?;
         let dir = self.badmail_dir();
         let name = (1..)
-            .map(|n| if n == 1 { id.to_string() } else { format!("{id}-{n}") })
+            .map(|n| {
+                if n == 1 {
+                    id.to_string()
+                } else {
+                    format!("{id}-{n}")
+                }
+            })
             .find(|name| !dir.join(format!("{name}.eml")).exists())
             .expect("some name is free");
         let eml = dir.join(format!("{name}.eml"));
         let tmp = self.tmp_dir().join(format!("{name}.badmail"));
         {
             let mut out = io::BufWriter::new(File::create(&tmp).at(&tmp)?);
-            let sender = if header.envelope.sender.is_empty() { "<>" } else { &header.envelope.sender };
+            let sender = if header.envelope.sender.is_empty() {
+                "<>"
+            } else {
+                &header.envelope.sender
+            };
             write!(out, "X-Sender: {sender}\r\n").at(&tmp)?;
             for rcpt in recipients {
                 write!(out, "X-Receiver: {rcpt}\r\n").at(&tmp)?;
@@ -589,7 +626,9 @@ impl Spool {
             recipients.join(", ")
         );
         let mut file = File::create(&reason_tmp).at(&reason_tmp)?;
-        file.write_all(text.as_bytes()).and_then(|_| file.sync_all()).at(&reason_tmp)?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .at(&reason_tmp)?;
         fs::rename(&reason_tmp, &reason_path).at(&reason_path)?;
         fs::rename(&tmp, &eml).at(&eml)?;
         File::open(&dir).and_then(|d| d.sync_all()).at(&dir)?;

@@ -105,9 +105,14 @@ fn deliver(config: Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(outpost::deliver::deliver_due(&config, &spool))?;
     print!("{}", progress::delivery_summary(&report));
-    Ok(if report.outage.is_some() { ExitCode::from(cli::EX_TEMPFAIL) } else { ExitCode::SUCCESS })
+    Ok(if report.outage.is_some() {
+        ExitCode::from(cli::EX_TEMPFAIL)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn open_spool(config: &Config) -> anyhow::Result<spool::Spool> {
-    spool::Spool::open(&config.spool_dir).with_context(|| format!("opening the spool in {}", config.spool_dir.display()))
+    spool::Spool::open(&config.spool_dir)
+        .with_context(|| format!("opening the spool in {}", config.spool_dir.display()))
 }

@@ -75,7 +75,13 @@ impl Default for DeliverySettings {
         let minutes = |m: u64| Duration::from_secs(60 * m);
         DeliverySettings {
             sessions: 2,
-            retry: vec![minutes(1), minutes(5), minutes(15), minutes(30), minutes(60)],
+            retry: vec![
+                minutes(1),
+                minutes(5),
+                minutes(15),
+                minutes(30),
+                minutes(60),
+            ],
             give_up_after: Duration::from_secs(5 * 24 * 3600),
             poison_limit: 3,
         }
@@ -301,8 +307,14 @@ fn read_local(section: Option<Section>, base: &Path) -> LocalServer {
         local.host = host;
     }
     local.tls = s.choice("tls", TLS_CHOICES).unwrap_or(TlsMode::None);
-    let default_port = if local.tls == TlsMode::Implicit { 465 } else { 25 };
-    local.port = s.integer("port", 1..=65535).map_or(default_port, |p| p as u16);
+    let default_port = if local.tls == TlsMode::Implicit {
+        465
+    } else {
+        25
+    };
+    local.port = s
+        .integer("port", 1..=65535)
+        .map_or(default_port, |p| p as u16);
     local.ca_file = s.string("ca_file").map(|p| base.join(p));
     local.helo = s.string("helo");
     local.timeout = positive_duration(&s, "timeout").unwrap_or(local.timeout);
@@ -318,17 +330,25 @@ fn read_local(section: Option<Section>, base: &Path) -> LocalServer {
 fn read_delivery(section: Option<Section>) -> DeliverySettings {
     let mut delivery = DeliverySettings::default();
     let Some(s) = section else { return delivery };
-    delivery.sessions = s.integer("sessions", 1..=32).map_or(delivery.sessions, |n| n as usize);
+    delivery.sessions = s
+        .integer("sessions", 1..=32)
+        .map_or(delivery.sessions, |n| n as usize);
     if let Some(list) = s.string_list("retry") {
-        let parsed: Result<Vec<Duration>, _> = list.iter().map(|t| humantime::parse_duration(t)).collect();
+        let parsed: Result<Vec<Duration>, _> =
+            list.iter().map(|t| humantime::parse_duration(t)).collect();
         match parsed {
-            Ok(waits) if !waits.is_empty() && waits.iter().all(|w| !w.is_zero()) => delivery.retry = waits,
+            Ok(waits) if !waits.is_empty() && waits.iter().all(|w| !w.is_zero()) => {
+                delivery.retry = waits
+            }
             Ok(_) => s.error("retry", "needs at least one wait, each more than zero"),
             Err(e) => s.error("retry", format!("{e}; write e.g. [\"1m\", \"5m\", \"1h\"]")),
         }
     }
-    delivery.give_up_after = positive_duration(&s, "give_up_after").unwrap_or(delivery.give_up_after);
-    delivery.poison_limit = s.integer("poison_limit", 1..=100).map_or(delivery.poison_limit, |n| n as u32);
+    delivery.give_up_after =
+        positive_duration(&s, "give_up_after").unwrap_or(delivery.give_up_after);
+    delivery.poison_limit = s
+        .integer("poison_limit", 1..=100)
+        .map_or(delivery.poison_limit, |n| n as u32);
     s.finish();
     delivery
 }
@@ -350,11 +370,18 @@ fn read_secret(s: &Section, base: &Path) -> Option<SecretSource> {
     let given: Vec<&str> = SECRET_KEYS.into_iter().filter(|k| s.has(k)).collect();
     match given.as_slice() {
         [] => {
-            s.error("password", "one of password, password_file or password_command is required");
+            s.error(
+                "password",
+                "one of password, password_file or password_command is required",
+            );
             None
         }
-        ["password"] => s.string("password").map(|p| SecretSource::Value(Secret::new(p))),
-        ["password_file"] => s.string("password_file").map(|p| SecretSource::File(base.join(p))),
+        ["password"] => s
+            .string("password")
+            .map(|p| SecretSource::Value(Secret::new(p))),
+        ["password_file"] => s
+            .string("password_file")
+            .map(|p| SecretSource::File(base.join(p))),
         ["password_command"] => s.string("password_command").map(SecretSource::Command),
         _ => {
             for k in &given {

@@ -74,44 +74,70 @@ impl SmtpSession {
         if opts.tls == TlsMode::Implicit {
             conn.start_tls(&opts.host, opts.ca_file.as_deref()).await?;
         }
-        let mut session = SmtpSession { conn, ext: Extensions::default() };
+        let mut session = SmtpSession {
+            conn,
+            ext: Extensions::default(),
+        };
         let greeting = session.read_reply("greeting").await?;
         if greeting.code != 220 {
-            return Err(SmtpError::Refused { stage: "the connection", reply: greeting });
+            return Err(SmtpError::Refused {
+                stage: "the connection",
+                reply: greeting,
+            });
         }
         session.hello(&opts.helo).await?;
         if opts.tls == TlsMode::StartTls {
             if !session.ext.starttls {
                 return Err(SmtpError::NoStartTls);
             }
-            session.command("STARTTLS\r\n", "STARTTLS", |r| r.code == 220).await?;
+            session
+                .command("STARTTLS\r\n", "STARTTLS", |r| r.code == 220)
+                .await?;
             if !session.conn.buffered().is_empty() {
-                return Err(SmtpError::Protocol(ReplyError::Garbage("data injected before TLS (RFC 3207 §6)".into())));
+                return Err(SmtpError::Protocol(ReplyError::Garbage(
+                    "data injected before TLS (RFC 3207 §6)".into(),
+                )));
             }
-            session.conn.start_tls(&opts.host, opts.ca_file.as_deref()).await?;
+            session
+                .conn
+                .start_tls(&opts.host, opts.ca_file.as_deref())
+                .await?;
             // RFC 3207 §4.2: forget what was said before TLS.
             session.hello(&opts.helo).await?;
         }
         if let Some((user, secret)) = &opts.auth {
             let token = crate::pop3::auth::plain_response(user, secret);
-            session.command(&format!("AUTH PLAIN {token}\r\n"), "AUTH", |r| r.code == 235).await?;
+            session
+                .command(&format!("AUTH PLAIN {token}\r\n"), "AUTH", |r| {
+                    r.code == 235
+                })
+                .await?;
         }
         Ok(session)
     }
 
     async fn hello(&mut self, helo: &str) -> Result<(), SmtpError> {
-        self.conn.send(format!("EHLO {helo}\r\n").as_bytes()).await?;
+        self.conn
+            .send(format!("EHLO {helo}\r\n").as_bytes())
+            .await?;
         let reply = self.read_reply("EHLO").await?;
         if reply.code == 250 {
             self.ext = Extensions::from_ehlo(&reply);
             return Ok(());
         }
         self.ext = Extensions::default();
-        self.command(&format!("HELO {helo}\r\n"), "HELO", |r| r.code == 250).await.map(|_| ())
+        self.command(&format!("HELO {helo}\r\n"), "HELO", |r| r.code == 250)
+            .await
+            .map(|_| ())
     }
 
     /// Sends one command and requires a reply that `ok` accepts.
-    async fn command(&mut self, line: &str, stage: &'static str, ok: impl Fn(&Reply) -> bool) -> Result<Reply, SmtpError> {
+    async fn command(
+        &mut self,
+        line: &str,
+        stage: &'static str,
+        ok: impl Fn(&Reply) -> bool,
+    ) -> Result<Reply, SmtpError> {
         self.conn.send(line.as_bytes()).await?;
         let reply = self.read_reply(stage).await?;
         if ok(&reply) {
@@ -159,7 +185,10 @@ impl SmtpSession {
             mail.push_str(" BODY=8BITMIME");
         }
         mail.push_str("\r\n");
-        let rcpt_lines: Vec<String> = recipients.iter().map(|r| format!("RCPT TO:<{r}>\r\n")).collect();
+        let rcpt_lines: Vec<String> = recipients
+            .iter()
+            .map(|r| format!("RCPT TO:<{r}>\r\n"))
+            .collect();
         tracing::debug!(target: "outpost::smtp::trace", "C: {}", mail.trim_end());
 
         let (mail_reply, rcpts, data_command) = if self.ext.pipelining {
@@ -191,8 +220,16 @@ impl SmtpSession {
             };
             (mail_reply, rcpts, data_command)
         };
-        let mut transaction = Transaction { mail: mail_reply, rcpts, data: None, data_command };
-        let go = transaction.data_command.as_ref().is_some_and(|r| r.code == 354);
+        let mut transaction = Transaction {
+            mail: mail_reply,
+            rcpts,
+            data: None,
+            data_command,
+        };
+        let go = transaction
+            .data_command
+            .as_ref()
+            .is_some_and(|r| r.code == 354);
         if !go {
             return Ok(transaction);
         }
@@ -230,7 +267,9 @@ impl SmtpSession {
 
     /// Ends a transaction that went wrong (RFC 5321 §4.1.1.5).
     pub async fn rset(&mut self) -> Result<(), SmtpError> {
-        self.command("RSET\r\n", "RSET", |r| r.code == 250).await.map(|_| ())
+        self.command("RSET\r\n", "RSET", |r| r.code == 250)
+            .await
+            .map(|_| ())
     }
 
     /// Ends the session.

@@ -16,7 +16,10 @@ pub struct DataEncoder {
 
 impl Default for DataEncoder {
     fn default() -> Self {
-        DataEncoder { at_line_start: true, pending_cr: false }
+        DataEncoder {
+            at_line_start: true,
+            pending_cr: false,
+        }
     }
 }
 
@@ -100,25 +103,37 @@ mod tests {
 
     #[test]
     fn bare_lf_and_lone_cr_become_crlf() {
-        assert_eq!(encode_split_everywhere(b"a\nb\rc\r\n"), b"a\r\nb\r\nc\r\n.\r\n");
+        assert_eq!(
+            encode_split_everywhere(b"a\nb\rc\r\n"),
+            b"a\r\nb\r\nc\r\n.\r\n"
+        );
         assert_eq!(encode_split_everywhere(b"a\r"), b"a\r\n.\r\n");
         assert_eq!(encode_split_everywhere(b"\r\r\n"), b"\r\n\r\n.\r\n");
     }
 
     #[test]
     fn dots_are_doubled_after_every_kind_of_line_end() {
-        assert_eq!(encode_split_everywhere(b".\r\n..\n.x\r.y"), b"..\r\n...\r\n..x\r\n..y\r\n.\r\n");
+        assert_eq!(
+            encode_split_everywhere(b".\r\n..\n.x\r.y"),
+            b"..\r\n...\r\n..x\r\n..y\r\n.\r\n"
+        );
     }
 
     #[test]
     fn an_unterminated_last_line_is_closed() {
-        assert_eq!(encode_split_everywhere(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(
+            encode_split_everywhere(b"no newline"),
+            b"no newline\r\n.\r\n"
+        );
         assert_eq!(encode_split_everywhere(b""), b".\r\n");
     }
 
     #[test]
     fn nul_and_eight_bit_pass_through() {
-        assert_eq!(encode_split_everywhere(b"a\0\xc3\xa9\n"), b"a\0\xc3\xa9\r\n.\r\n");
+        assert_eq!(
+            encode_split_everywhere(b"a\0\xc3\xa9\n"),
+            b"a\0\xc3\xa9\r\n.\r\n"
+        );
         assert!(has_eight_bit(b"caf\xc3\xa9"));
         assert!(!has_eight_bit(b"plain\0text"));
     }

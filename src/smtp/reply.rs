@@ -64,7 +64,9 @@ impl ReplyBuilder {
     /// Adds one line (without CRLF). Returns the reply once its last line has come.
     pub fn push(&mut self, line: &str) -> Result<Option<Reply>, ReplyError> {
         let bytes = line.as_bytes();
-        let code_ok = bytes.len() >= 3 && bytes[..3].iter().all(u8::is_ascii_digit) && (b'2'..=b'5').contains(&bytes[0]);
+        let code_ok = bytes.len() >= 3
+            && bytes[..3].iter().all(u8::is_ascii_digit)
+            && (b'2'..=b'5').contains(&bytes[0]);
         let sep = bytes.get(3).copied();
         if !code_ok || !matches!(sep, None | Some(b' ') | Some(b'-')) {
             return Err(ReplyError::Garbage(line.chars().take(80).collect()));
@@ -81,7 +83,10 @@ impl ReplyBuilder {
         if sep == Some(b'-') {
             return Ok(None);
         }
-        Ok(Some(Reply { code, lines: std::mem::take(&mut self.lines) }))
+        Ok(Some(Reply {
+            code,
+            lines: std::mem::take(&mut self.lines),
+        }))
     }
 }
 
@@ -106,7 +111,9 @@ impl Extensions {
         let mut ext = Extensions::default();
         for line in reply.lines.iter().skip(1) {
             let mut words = line.split_ascii_whitespace();
-            let Some(keyword) = words.next() else { continue };
+            let Some(keyword) = words.next() else {
+                continue;
+            };
             match keyword.to_ascii_uppercase().as_str() {
                 "SIZE" => ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
                 "8BITMIME" => ext.eight_bit_mime = true,
@@ -131,23 +138,39 @@ mod tests {
 
     fn parse(lines: &[&str]) -> Result<Option<Reply>, ReplyError> {
         let mut builder = ReplyBuilder::default();
-        let mut last = Ok(None);
+        let mut last = None;
         for line in lines {
-            last = builder.push(line);
-            if last.is_err() {
-                return last;
-            }
+            last = builder.push(line)?;
         }
-        last
+        Ok(last)
     }
 
     #[test]
     fn single_and_multi_line_replies() {
-        assert_eq!(parse(&["250 OK"]), Ok(Some(Reply { code: 250, lines: vec!["OK".into()] })));
-        assert_eq!(parse(&["354"]), Ok(Some(Reply { code: 354, lines: vec!["".into()] })));
-        let ehlo = parse(&["250-mail.example.org", "250-PIPELINING", "250-SIZE 10240000", "250-STARTTLS", "250-AUTH PLAIN login", "250 8BITMIME"])
-            .unwrap()
-            .unwrap();
+        assert_eq!(
+            parse(&["250 OK"]),
+            Ok(Some(Reply {
+                code: 250,
+                lines: vec!["OK".into()]
+            }))
+        );
+        assert_eq!(
+            parse(&["354"]),
+            Ok(Some(Reply {
+                code: 354,
+                lines: vec!["".into()]
+            }))
+        );
+        let ehlo = parse(&[
+            "250-mail.example.org",
+            "250-PIPELINING",
+            "250-SIZE 10240000",
+            "250-STARTTLS",
+            "250-AUTH PLAIN login",
+            "250 8BITMIME",
+        ])
+        .unwrap()
+        .unwrap();
         let ext = Extensions::from_ehlo(&ehlo);
         assert!(ext.pipelining && ext.starttls && ext.eight_bit_mime);
         assert_eq!(ext.size_limit(), Some(10_240_000));
@@ -157,19 +180,42 @@ mod tests {
 
     #[test]
     fn classes() {
-        let reply = |code| Reply { code, lines: vec![] };
+        let reply = |code| Reply {
+            code,
+            lines: vec![],
+        };
         assert!(reply(250).is_positive() && reply(354).is_positive());
         assert!(reply(421).is_transient() && reply(451).is_transient());
         assert!(reply(550).is_permanent() && reply(552).is_permanent());
-        assert_eq!(Reply { code: 550, lines: vec!["5.1.1 no such user".into(), "really".into()] }.text(), "550 5.1.1 no such user; really");
+        assert_eq!(
+            Reply {
+                code: 550,
+                lines: vec!["5.1.1 no such user".into(), "really".into()]
+            }
+            .text(),
+            "550 5.1.1 no such user; really"
+        );
     }
 
     #[test]
     fn garbage_is_refused() {
-        for bad in ["HTTP/1.1 200 OK", "25", "2500 x", "999 no", "+OK pop3", "250x"] {
-            assert!(matches!(parse(&[bad]), Err(ReplyError::Garbage(_))), "{bad}");
+        for bad in [
+            "HTTP/1.1 200 OK",
+            "25",
+            "2500 x",
+            "999 no",
+            "+OK pop3",
+            "250x",
+        ] {
+            assert!(
+                matches!(parse(&[bad]), Err(ReplyError::Garbage(_))),
+                "{bad}"
+            );
         }
-        assert!(matches!(parse(&["250-a", "251 b"]), Err(ReplyError::MixedCodes(_))));
+        assert!(matches!(
+            parse(&["250-a", "251 b"]),
+            Err(ReplyError::MixedCodes(_))
+        ));
         let many: Vec<&str> = std::iter::repeat_n("250-x", MAX_LINES + 1).collect();
         assert_eq!(parse(&many), Err(ReplyError::TooManyLines));
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod scripted;
+pub mod scripted_smtp;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -227,8 +228,15 @@ pub struct Delivered {
 
 impl Postfix {
     pub fn start(message_size_limit: u64) -> Postfix {
-        let base = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm") } else { Path::new("/tmp") };
-        let dir = tempfile::Builder::new().prefix("outpost-postfix-").tempdir_in(base).unwrap();
+        let base = if Path::new("/dev/shm").is_dir() {
+            Path::new("/dev/shm")
+        } else {
+            Path::new("/tmp")
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("outpost-postfix-")
+            .tempdir_in(base)
+            .unwrap();
         let port = free_port();
         let postfix = Postfix { dir, port };
         postfix.run_start(message_size_limit);
@@ -246,7 +254,9 @@ impl Postfix {
     }
 
     pub fn stop(&self) {
-        let _ = Command::new(repo_root().join("scripts/postfix-stop")).arg(self.dir.path()).status();
+        let _ = Command::new(repo_root().join("scripts/postfix-stop"))
+            .arg(self.dir.path())
+            .status();
         // The listener goes away with the master; wait until connections are refused.
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -268,7 +278,12 @@ impl Postfix {
     pub fn set_access(&self, map: &str) {
         std::fs::write(self.dir.path().join("conf/access"), map).unwrap();
         let conf = self.dir.path().join("conf");
-        let status = Command::new("postfix").arg("-c").arg(&conf).arg("reload").output().unwrap();
+        let status = Command::new("postfix")
+            .arg("-c")
+            .arg(&conf)
+            .arg("reload")
+            .output()
+            .unwrap();
         assert!(status.status.success());
     }
 
@@ -280,7 +295,9 @@ impl Postfix {
     /// Every copy delivered so far.
     pub fn delivered(&self) -> Vec<Delivered> {
         let dir = self.dir.path().join("mail/all/new");
-        let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
         entries
             .map(|e| {
                 let bytes = std::fs::read(e.unwrap().path()).unwrap();
@@ -305,7 +322,9 @@ impl Postfix {
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/postfix-stop")).arg(self.dir.path()).status();
+        let _ = Command::new(repo_root().join("scripts/postfix-stop"))
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -314,10 +333,16 @@ fn parse_delivered(bytes: &[u8]) -> Delivered {
     let (mut recipient, mut return_path) = (String::new(), String::new());
     // Postfix's own header lines come first; Received may be folded over several lines.
     loop {
-        let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |p| p + 1);
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |p| p + 1);
         let line = String::from_utf8_lossy(&rest[..end]).into_owned();
         let lower = line.to_ascii_lowercase();
-        let ours = lower.starts_with("return-path:") || lower.starts_with("x-original-to:") || lower.starts_with("delivered-to:") || lower.starts_with("received:");
+        let ours = lower.starts_with("return-path:")
+            || lower.starts_with("x-original-to:")
+            || lower.starts_with("delivered-to:")
+            || lower.starts_with("received:");
         if lower.starts_with("delivered-to:") {
             recipient = line[13..].trim().to_string();
         }
@@ -328,20 +353,39 @@ fn parse_delivered(bytes: &[u8]) -> Delivered {
             rest = &rest[end..];
             // Skip the continuation lines of a folded Received header.
             while rest.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-                let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |p| p + 1);
+                let end = rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |p| p + 1);
                 rest = &rest[end..];
             }
             continue;
         }
         break;
     }
-    Delivered { recipient, return_path, message: rest.to_vec() }
+    Delivered {
+        recipient,
+        return_path,
+        message: rest.to_vec(),
+    }
 }
 
 /// Puts a message straight into a spool, as the fetcher would, for delivery tests.
-pub fn queue_message(spool: &spool::Spool, sender: &str, recipients: &[&str], message: &[u8]) -> spool::QueueId {
-    let origin = spool::Origin { account: "test".into(), uidl: None, arrived: spool::now() };
-    let envelope = spool::Envelope { sender: sender.into(), recipients: recipients.iter().map(|r| r.to_string()).collect() };
+pub fn queue_message(
+    spool: &spool::Spool,
+    sender: &str,
+    recipients: &[&str],
+    message: &[u8],
+) -> spool::QueueId {
+    let origin = spool::Origin {
+        account: "test".into(),
+        uidl: None,
+        arrived: spool::now(),
+    };
+    let envelope = spool::Envelope {
+        sender: sender.into(),
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+    };
     let mut writer = spool.writer(origin, move |_| envelope).unwrap();
     writer.write(message).unwrap();
     let spooled = writer.finish().unwrap();
