@@ -75,6 +75,40 @@ pub fn sender_from_headers(headers: &[u8], default_domain: Option<&str>) -> Stri
         .unwrap_or_default()
 }
 
+/// Every address in the `To`, `Cc` and `Bcc` headers (all copies of each), first occurrence kept,
+/// without duplicates (compared ignoring case); addresses that are not valid are left out.
+pub fn recipients_from_headers(headers: &[u8], default_domain: Option<&str>) -> Vec<String> {
+    let Some(message) = MessageParser::new().parse_headers(headers) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for name in [HeaderName::To, HeaderName::Cc, HeaderName::Bcc] {
+        for value in message.header_values(name) {
+            let Some(list) = value.as_address() else {
+                continue;
+            };
+            for addr in list
+                .iter()
+                .filter_map(|a| a.address())
+                .filter_map(|a| normalise(a, default_domain))
+            {
+                if !out.iter().any(|o| o.eq_ignore_ascii_case(&addr)) {
+                    out.push(addr);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Normalises an address given in a replay line (`X-Sender: <a@b>`); `Some("")` for `<>`.
+pub fn replay_address(raw: &str, default_domain: Option<&str>) -> Option<String> {
+    if raw.trim() == "<>" {
+        return Some(String::new());
+    }
+    normalise(raw, default_domain)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +136,24 @@ mod tests {
         let h = b"Return-Path: <a@b>\r\n RCPT TO:<victim@x>\r\n\r\n";
         assert_eq!(sender_from_headers(h, None), "");
         assert_eq!(sender_from_headers(b"\0\0garbage", None), "");
+    }
+
+    #[test]
+    fn recipients_from_every_copy_of_to_cc_and_bcc() {
+        let h = b"To: a@example.org, B <b@example.org>\r\nCc: c@example.org\r\nTo: d@example.org\r\nBcc: hidden@example.org, A@example.org\r\n\r\n";
+        assert_eq!(
+            recipients_from_headers(h, None),
+            [
+                "a@example.org",
+                "b@example.org",
+                "d@example.org",
+                "c@example.org",
+                "hidden@example.org"
+            ]
+        );
+        assert!(recipients_from_headers(b"Subject: none\r\n\r\n", None).is_empty());
+        assert_eq!(replay_address("<>", None).as_deref(), Some(""));
+        assert_eq!(replay_address(" <x@y.z> ", None).as_deref(), Some("x@y.z"));
     }
 
     #[test]

@@ -8,13 +8,19 @@
 //! - [`fetch`]: a window: every account's session, messages streamed into the spool, `DELE` only
 //!   after the spool commit.
 //! - [`envelope`]: the SMTP envelope derived from a message's headers.
+//! - [`pickup`]: `.eml` files dropped into `pickup/` enter the spool through the same door.
+//! - [`smtp`]: the SMTP client (sans-IO replies and DATA encoder, one driver).
+//! - [`deliver`]: drains the spool into the local server: per-recipient outcomes, retries with
+//!   backoff, badmail, poison isolation.
 //! - the `spool` crate: durable storage (message files plus a sled index) and its invariants.
 //! - [`progress`]: the terminal display and summary of a window.
 //! - [`net`]: the transport under the protocol drivers: TCP, TLS, timeouts, the read buffer.
 //! - [`linksim`]: a user-space slow-link simulator for benchmarks and demos.
 //!
 //! Data flows: POP3 server → [`pop3::client::Session`] → [`fetch`] → `spool::MessageWriter` →
-//! `spool::Spool::commit` → `DELE`.
+//! `spool::Spool::commit` → `DELE`; and `pickup/` → [`pickup`] → the same writer and commit.
+//! Out: `spool::Spool::due` → [`deliver`] → [`smtp::SmtpSession`] → local server → 250 →
+//! `spool::Spool::remove_delivered`, or `spool::Spool::to_badmail`.
 
 pub mod cli;
 pub mod config;
@@ -23,6 +29,7 @@ pub mod envelope;
 pub mod fetch;
 pub mod linksim;
 pub mod net;
+pub mod pickup;
 pub mod pop3;
 pub mod progress;
 pub mod secret;

@@ -573,6 +573,44 @@ impl Spool {
         Ok(())
     }
 
+    /// Moves a file that cannot become a message (a pickup file that is not mail, or has no
+    /// recipient) into `badmail/` as it is, with a `.reason` beside it. A rename: nothing is lost.
+    pub fn badmail_file(&self, path: &Path, reason: &str) -> Result<PathBuf> {
+        let dir = self.badmail_dir();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("file")
+            .to_string();
+        let name = (1..)
+            .map(|n| {
+                if n == 1 {
+                    stem.clone()
+                } else {
+                    format!("{stem}-{n}")
+                }
+            })
+            .find(|name| !dir.join(format!("{name}.eml")).exists())
+            .expect("some name is free");
+        let reason_tmp = self.tmp_dir().join(format!("{name}.reason"));
+        let text = format!(
+            "Reply: {}\nTime: {}\nAttempts: 0\nFile: {}\n",
+            reason.replace(['\r', '\n'], " "),
+            now(),
+            path.display()
+        );
+        let mut file = File::create(&reason_tmp).at(&reason_tmp)?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .at(&reason_tmp)?;
+        fs::rename(&reason_tmp, dir.join(format!("{name}.reason"))).at(&dir)?;
+        let eml = dir.join(format!("{name}.eml"));
+        fs::rename(path, &eml).at(path)?;
+        File::open(&dir).and_then(|d| d.sync_all()).at(&dir)?;
+        tracing::warn!(file = %path.display(), badmail = %eml.display(), reason, "file moved to badmail");
+        Ok(eml)
+    }
+
     /// Writes a message into `badmail/` for `recipients`, in the replay format (`X-Sender:` and
     /// `X-Receiver:` lines, then the message as received) with a `.reason` file beside it, both
     /// fsynced. With `remove`, the message then leaves the queue (it had no other recipients).

@@ -33,7 +33,8 @@ enum Command {
         #[arg(long)]
         account: Option<String>,
     },
-    /// Deliver every message that is due to the local mail server, once, and print a summary.
+    /// Take in the pickup folder, deliver every message that is due to the local mail server,
+    /// once, and print a summary.
     Deliver,
     /// Check the configuration and print every error found.
     CheckConfig,
@@ -103,6 +104,13 @@ fn fetch(config: Config, only: Option<String>) -> anyhow::Result<ExitCode> {
 fn deliver(config: Config) -> anyhow::Result<ExitCode> {
     let spool = open_spool(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let pickup = outpost::pickup::ingest_pickup(&spool, config.default_domain.as_deref())?;
+    if pickup != Default::default() {
+        println!(
+            "pickup: {} file(s) ingested, {} already in the spool, {} to badmail",
+            pickup.ingested, pickup.already_ingested, pickup.badmail
+        );
+    }
     let report = runtime.block_on(outpost::deliver::deliver_due(&config, &spool))?;
     print!("{}", progress::delivery_summary(&report));
     Ok(if report.outage.is_some() {
