@@ -282,11 +282,9 @@ async fn deliver_one(
     }
 
     let (_, file) = spool.open_message(id)?;
-    let eight_bit = scan_eight_bit(&mut tokio::fs::File::from_std(file))
-        .await
-        .map_err(SmtpError::Spool)?;
+    let eight_bit = scan_eight_bit(&mut { file }).map_err(SmtpError::Spool)?;
     let (_, file) = spool.open_message(id)?;
-    let mut body = tokio::fs::File::from_std(file);
+    let mut body = file;
     spool.set_state(id, State::Delivering)?;
 
     let transaction = match session

@@ -139,6 +139,10 @@ pub struct Entry {
     /// that does it again and again is poison, and is isolated then sent to badmail.
     #[serde(default)]
     pub drops: u32,
+    /// Whether the message has bytes outside 7-bit ASCII; `None` when not known (an index rebuilt
+    /// from the files), and then the deliverer looks.
+    #[serde(default)]
+    pub eight_bit: Option<bool>,
 }
 
 impl Entry {
@@ -152,6 +156,7 @@ impl Entry {
             next_try: 0,
             last_error: None,
             drops: 0,
+            eight_bit: None,
         }
     }
 

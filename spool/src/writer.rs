@@ -27,6 +27,7 @@ pub struct MessageWriter {
     tmp: PathBuf,
     dest: PathBuf,
     size: u64,
+    eight_bit: bool,
     finished: bool,
 }
 
@@ -36,6 +37,8 @@ pub struct Spooled {
     pub header: FileHeader,
     /// Bytes of the message as received.
     pub size: u64,
+    /// Whether it has bytes outside 7-bit ASCII (SMTP then wants BODY=8BITMIME).
+    pub eight_bit: bool,
 }
 
 impl Spooled {
@@ -67,6 +70,7 @@ impl MessageWriter {
             tmp,
             dest,
             size: 0,
+            eight_bit: false,
             finished: false,
         })
     }
@@ -83,6 +87,7 @@ impl MessageWriter {
     /// Appends the next bytes of the message.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.size += data.len() as u64;
+        self.eight_bit = self.eight_bit || data.iter().any(|&b| b >= 0x80);
         if self.envelope.is_none() {
             return self.file.write_all(data).at(&self.tmp);
         }
@@ -135,6 +140,7 @@ impl MessageWriter {
         Ok(Spooled {
             header,
             size: self.size,
+            eight_bit: self.eight_bit,
         })
     }
 }

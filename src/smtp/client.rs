@@ -8,8 +8,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-
 use super::data::{has_eight_bit, DataEncoder};
 use super::reply::{Extensions, Reply, ReplyBuilder, ReplyError, MAX_LINE};
 use crate::net::{Connection, NetError, READ_CHUNK};
@@ -175,7 +173,7 @@ impl SmtpSession {
         recipients: &[String],
         size: u64,
         eight_bit: bool,
-        body: &mut tokio::fs::File,
+        body: &mut impl std::io::Read,
     ) -> Result<Transaction, SmtpError> {
         let mut mail = format!("MAIL FROM:<{sender}>");
         if self.ext.size.is_some() {
@@ -246,12 +244,15 @@ impl SmtpSession {
 
     /// Streams the body, encoded, in chunks; the terminator goes out with the last bytes, so that
     /// the server does not wait for a delayed ACK before it sees the end.
-    async fn stream_body(&mut self, body: &mut tokio::fs::File) -> Result<(), SmtpError> {
+    ///
+    /// The body is read with plain blocking reads: it is a spool file, read in 64 kB chunks mostly
+    /// from the page cache, and a hop to a blocking thread per read would cost more than the read.
+    async fn stream_body(&mut self, body: &mut impl std::io::Read) -> Result<(), SmtpError> {
         let mut encoder = DataEncoder::new();
         let mut input = vec![0u8; READ_CHUNK];
         let mut out = Vec::with_capacity(READ_CHUNK + READ_CHUNK / 8);
         loop {
-            let n = body.read(&mut input).await.map_err(SmtpError::Spool)?;
+            let n = body.read(&mut input).map_err(SmtpError::Spool)?;
             if n == 0 {
                 encoder.finish(&mut out);
                 self.conn.send(&out).await?;
@@ -281,11 +282,12 @@ impl SmtpSession {
     }
 }
 
-/// Reads a spooled message body to learn whether it has 8-bit bytes.
-pub async fn scan_eight_bit(body: &mut tokio::fs::File) -> std::io::Result<bool> {
+/// Reads a spooled message body to learn whether it has 8-bit bytes (for messages whose index
+/// entry does not say, after a rebuild).
+pub fn scan_eight_bit(body: &mut impl std::io::Read) -> std::io::Result<bool> {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let n = body.read(&mut buf).await?;
+        let n = body.read(&mut buf)?;
         if n == 0 {
             return Ok(false);
         }
