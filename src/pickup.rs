@@ -294,6 +294,38 @@ pub fn take_in(spool: &Spool, default_domain: Option<&str>) -> Result<Ingested, 
     Ok(Ingested { files, report })
 }
 
+/// Watches the pickup folder: scans it every `every` (a periodic rescan is what finds files
+/// renamed into place by any writer, on any file system), until `stop` is notified. Each scan
+/// that took something in is passed to `scanned`, so that the caller can wake the deliverer.
+/// A failed scan is logged and retried at the next tick; it never stops the watcher.
+pub async fn watch(
+    spool: Spool,
+    default_domain: Option<String>,
+    every: std::time::Duration,
+    stop: std::sync::Arc<tokio::sync::Notify>,
+    scanned: impl Fn(PickupReport),
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.notified() => return,
+        }
+        let (spool, domain) = (spool.clone(), default_domain.clone());
+        match tokio::task::spawn_blocking(move || ingest_pickup(&spool, domain.as_deref())).await {
+            Ok(Ok(report)) if report != PickupReport::default() => scanned(report),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "pickup scan failed; trying again at the next tick")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "pickup scan panicked; trying again at the next tick")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +353,43 @@ mod tests {
         let mut kept = file[..p.strip[0].start].to_vec();
         kept.extend_from_slice(&file[p.strip[0].end..]);
         assert_eq!(kept, b"From: Ann <ann@example.net>\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nBcc: in the body stays\r\n");
+    }
+
+    #[tokio::test]
+    async fn the_watcher_takes_in_a_file_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = tokio::spawn(watch(
+            spool.clone(),
+            None,
+            std::time::Duration::from_millis(50),
+            stop.clone(),
+            move |r| {
+                let _ = tx.send(r);
+            },
+        ));
+        let pickup = spool.pickup_dir();
+        std::fs::write(
+            pickup.join("new.tmp"),
+            "To: a@example.org\r\nSubject: w\r\n\r\nx\r\n",
+        )
+        .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "a file not yet named .eml is left alone"
+        );
+        std::fs::rename(pickup.join("new.tmp"), pickup.join("new.eml")).unwrap();
+        let report = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.ingested, 1);
+        assert_eq!(spool.list().unwrap().len(), 1);
+        stop.notify_one();
+        watcher.await.unwrap();
     }
 
     #[test]

@@ -359,3 +359,42 @@ async fn awkward_data_arrives_intact() {
     let nul = get("nul@example.org");
     assert!(nul.starts_with(b"Subject: nul\n"), "{nul:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_deferred_past_the_give_up_age_goes_to_badmail() {
+    let postfix = Postfix::start(10_240_000);
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    spool_with(
+        &spool_dir,
+        &[(
+            vec!["defer-forever@example.org"],
+            message(7, "never accepted"),
+        )],
+    );
+    let config = config(
+        &spool_dir,
+        &postfix,
+        "",
+        "retry = [\"1s\"]\ngive_up_after = \"2s\"",
+    );
+    let first = deliver(&config).await;
+    assert_eq!((first.deferred, first.badmail), (1, 0), "{first:?}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let second = deliver(&config).await;
+    assert_eq!((second.deferred, second.badmail), (0, 1), "{second:?}");
+    let spool = Spool::open(&spool_dir).unwrap();
+    assert!(spool.list().unwrap().is_empty());
+    let reason = std::fs::read_dir(spool.badmail_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "reason"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap();
+    assert!(
+        reason.contains("gave up after 2s")
+            && reason.contains("450")
+            && reason.contains("Attempts: 2"),
+        "{reason}"
+    );
+}

@@ -194,3 +194,25 @@ async fn garbage_return_paths_never_reach_the_server_as_protocol_errors() {
         "{senders:?}"
     );
 }
+
+#[tokio::test]
+async fn eight_bit_mail_says_so_when_it_may_and_is_delivered_as_received_when_it_may_not() {
+    for offered in [true, false] {
+        let server = ScriptedSmtp::start_with(offered).await;
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let bytes = "Subject: Grüße\r\n\r\nÄÖÜ\r\n".as_bytes();
+        queue_message(
+            &Spool::open(&spool_dir).unwrap(),
+            "a@example.net",
+            &["b@example.org"],
+            bytes,
+        );
+        let report = deliver(&config(&spool_dir, &server.local_section("5s"), "")).await;
+        assert_eq!(report.delivered, 1, "{report:?}");
+        let mail = server.state.lock().unwrap().mail_commands[0].clone();
+        assert_eq!(mail.contains("BODY=8BITMIME"), offered, "{mail}");
+        assert!(mail.contains(&format!("SIZE={}", bytes.len())), "{mail}");
+        assert_eq!(server.received()[0].2, bytes);
+    }
+}

@@ -27,6 +27,10 @@ pub struct SmtpState {
     pub transactions: usize,
     /// Replies with 501 to a syntactically bad address, as Exchange counts protocol errors.
     pub protocol_errors: usize,
+    /// Every MAIL FROM line, parameters and all.
+    pub mail_commands: Vec<String>,
+    /// Whether EHLO offers 8BITMIME.
+    pub eight_bit_mime: bool,
 }
 
 pub struct ScriptedSmtp {
@@ -39,9 +43,17 @@ const MAX_PROTOCOL_ERRORS: usize = 5;
 
 impl ScriptedSmtp {
     pub async fn start() -> ScriptedSmtp {
+        Self::start_with(true).await
+    }
+
+    /// A server that offers 8BITMIME or not.
+    pub async fn start_with(eight_bit_mime: bool) -> ScriptedSmtp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(SmtpState::default()));
+        let state = Arc::new(Mutex::new(SmtpState {
+            eight_bit_mime,
+            ..Default::default()
+        }));
         let shared = state.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -103,7 +115,11 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<SmtpState>>) -> std::io::Resu
         let command = line.trim_end().to_string();
         let upper = command.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
-            "250-scripted\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250 8BITMIME\r\n".into()
+            if state.lock().unwrap().eight_bit_mime {
+                "250-scripted\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250 8BITMIME\r\n".into()
+            } else {
+                "250-scripted\r\n250-PIPELINING\r\n250 SIZE 10000000\r\n".into()
+            }
         } else if upper.starts_with("HELO") || upper == "RSET" || upper == "NOOP" {
             if upper == "RSET" {
                 (sender, recipients) = (None, Vec::new());
@@ -115,6 +131,7 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<SmtpState>>) -> std::io::Resu
         } else if let Some(arg) = upper.strip_prefix("MAIL FROM:").map(|_| &command[10..]) {
             let n = {
                 let mut s = state.lock().unwrap();
+                s.mail_commands.push(command.clone());
                 s.transactions += 1;
                 s.transactions
             };
