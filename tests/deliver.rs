@@ -217,12 +217,7 @@ async fn a_message_over_the_servers_size_goes_to_badmail_unsent() {
         Some(50_000),
         "remembered for the fetcher"
     );
-    let reason = std::fs::read_dir(spool.badmail_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "reason"))
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .unwrap();
+    let reason = support::badmail_reason(&spool);
     assert!(
         reason.contains("not sent") && reason.contains("100") && reason.contains("50000"),
         "{reason}"
@@ -385,12 +380,7 @@ async fn a_message_deferred_past_the_give_up_age_goes_to_badmail() {
     assert_eq!((second.deferred, second.badmail), (0, 1), "{second:?}");
     let spool = Spool::open(&spool_dir).unwrap();
     assert!(spool.list().unwrap().is_empty());
-    let reason = std::fs::read_dir(spool.badmail_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "reason"))
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .unwrap();
+    let reason = support::badmail_reason(&spool);
     assert!(
         reason.contains("gave up after 2s")
             && reason.contains("450")

@@ -126,12 +126,7 @@ async fn a_poison_message_is_isolated_then_sent_to_badmail_and_the_rest_flows() 
         spool.list().unwrap().is_empty(),
         "the poison message left the queue"
     );
-    let reason = std::fs::read_dir(spool.badmail_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "reason"))
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .expect("a badmail reason");
+    let reason = support::badmail_reason(&spool);
     assert!(reason.contains("dropped the session 3 times"), "{reason}");
 }
 

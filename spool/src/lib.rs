@@ -578,37 +578,45 @@ impl Spool {
         Ok(())
     }
 
-    /// Moves a file that cannot become a message (a pickup file that is not mail, or has no
-    /// recipient) into `badmail/` as it is, with a `.reason` beside it. A rename: nothing is lost.
-    pub fn badmail_file(&self, path: &Path, reason: &str) -> Result<PathBuf> {
+    /// A name in `badmail/` that is not taken: `STEM`, else `STEM-2`, `STEM-3`...
+    fn free_badmail_name(&self, stem: &str) -> String {
         let dir = self.badmail_dir();
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("file")
-            .to_string();
-        let name = (1..)
+        (1..)
             .map(|n| {
                 if n == 1 {
-                    stem.clone()
+                    stem.to_string()
                 } else {
                     format!("{stem}-{n}")
                 }
             })
             .find(|name| !dir.join(format!("{name}.eml")).exists())
-            .expect("some name is free");
-        let reason_tmp = self.tmp_dir().join(format!("{name}.reason"));
+            .expect("some name is free")
+    }
+
+    /// Writes `badmail/NAME.reason`, fsynced, under a temporary name first.
+    fn write_reason(&self, name: &str, text: &str) -> Result<()> {
+        let tmp = self.tmp_dir().join(format!("{name}.reason"));
+        let mut file = File::create(&tmp).at(&tmp)?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .at(&tmp)?;
+        let path = self.badmail_dir().join(format!("{name}.reason"));
+        fs::rename(&tmp, &path).at(&path)
+    }
+
+    /// Moves a file that cannot become a message (a pickup file that is not mail, or has no
+    /// recipient) into `badmail/` as it is, with a `.reason` beside it. A rename: nothing is lost.
+    pub fn badmail_file(&self, path: &Path, reason: &str) -> Result<PathBuf> {
+        let dir = self.badmail_dir();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("file");
+        let name = self.free_badmail_name(stem);
         let text = format!(
             "Reply: {}\nTime: {}\nAttempts: 0\nFile: {}\n",
             reason.replace(['\r', '\n'], " "),
             now(),
             path.display()
         );
-        let mut file = File::create(&reason_tmp).at(&reason_tmp)?;
-        file.write_all(text.as_bytes())
-            .and_then(|_| file.sync_all())
-            .at(&reason_tmp)?;
-        fs::rename(&reason_tmp, dir.join(format!("{name}.reason"))).at(&dir)?;
+        self.write_reason(&name, &text)?;
         let eml = dir.join(format!("{name}.eml"));
         fs::rename(path, &eml).at(path)?;
         File::open(&dir).and_then(|d| d.sync_all()).at(&dir)?;
@@ -630,16 +638,7 @@ impl Spool {
     ) -> Result<PathBuf> {
         let (header, mut body) = self.open_message(id)?;
         let dir = self.badmail_dir();
-        let name = (1..)
-            .map(|n| {
-                if n == 1 {
-                    id.to_string()
-                } else {
-                    format!("{id}-{n}")
-                }
-            })
-            .find(|name| !dir.join(format!("{name}.eml")).exists())
-            .expect("some name is free");
+        let name = self.free_badmail_name(&id.to_string());
         let eml = dir.join(format!("{name}.eml"));
         let tmp = self.tmp_dir().join(format!("{name}.badmail"));
         {
@@ -657,8 +656,6 @@ impl Spool {
             let file = out.into_inner().map_err(|e| e.into_error()).at(&tmp)?;
             file.sync_all().at(&tmp)?;
         }
-        let reason_path = dir.join(format!("{name}.reason"));
-        let reason_tmp = self.tmp_dir().join(format!("{name}.reason"));
         let text = format!(
             "Reply: {}\nTime: {}\nAttempts: {}\nAccount: {}\nUidl: {}\nRecipients: {}\n",
             reason.reply.replace(['\r', '\n'], " "),
@@ -668,11 +665,7 @@ impl Spool {
             header.origin.uidl.as_deref().unwrap_or("-"),
             recipients.join(", ")
         );
-        let mut file = File::create(&reason_tmp).at(&reason_tmp)?;
-        file.write_all(text.as_bytes())
-            .and_then(|_| file.sync_all())
-            .at(&reason_tmp)?;
-        fs::rename(&reason_tmp, &reason_path).at(&reason_path)?;
+        self.write_reason(&name, &text)?;
         fs::rename(&tmp, &eml).at(&eml)?;
         File::open(&dir).and_then(|d| d.sync_all()).at(&dir)?;
         tracing::warn!(id = %id, file = %eml.display(), reason = %reason.reply, "message written to badmail");

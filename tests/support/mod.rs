@@ -407,3 +407,13 @@ pub fn unix_line_ends(bytes: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// The text of the (first) `.reason` file in a spool's badmail folder.
+pub fn badmail_reason(spool: &spool::Spool) -> String {
+    std::fs::read_dir(spool.badmail_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "reason"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .expect("a badmail reason")
+}
