@@ -101,6 +101,8 @@ pub struct AccountReport {
     pub error: Option<FetchError>,
     /// Why the account was not tried (LOGIN-DELAY).
     pub skipped: Option<String>,
+    /// Why messages were left for the next window (a cap of the window, or shutdown).
+    pub capped: Option<&'static str>,
     pub elapsed: Duration,
 }
 
@@ -129,15 +131,66 @@ impl WindowReport {
     }
 }
 
-/// Fetches every account of `accounts` into `spool`. An account's failure never stops the others.
-///
-/// At most `config.fetch.concurrency` accounts download at once; twice as many may be connected,
-/// so that the next accounts' logins (round trips, hardly any bytes) overlap the running downloads
-/// instead of waiting for them: on a 600 ms link a login costs four round trips.
+/// Caps shared by the sessions of one window, checked before each new message is started: a
+/// message in progress always finishes, and every session still ends with QUIT so that its
+/// deletions count.
+#[derive(Debug, Default)]
+pub struct Limits {
+    pub deadline: Option<Instant>,
+    /// Bytes that may still be started in this window.
+    pub budget: Option<AtomicU64>,
+    /// Set on shutdown.
+    pub stop: std::sync::atomic::AtomicBool,
+}
+
+impl Limits {
+    pub fn new(max_duration: Option<Duration>, max_bytes: Option<u64>) -> Limits {
+        Limits {
+            deadline: max_duration.map(|d| Instant::now() + d),
+            budget: max_bytes.map(AtomicU64::new),
+            stop: Default::default(),
+        }
+    }
+
+    /// Whether a message of `size` bytes may be started; takes it from the budget if so.
+    fn may_start(&self, size: u64) -> Result<(), &'static str> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err("shutdown");
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err("time cap (window.max_duration)");
+        }
+        if let Some(budget) = &self.budget {
+            budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(size)
+                })
+                .map_err(|_| "byte budget (window.max_bytes)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Fetches every account of `accounts` into `spool`, without caps.
 pub async fn run_window(
     config: &Config,
     spool: &Spool,
     accounts: &[(Account, Arc<AccountProgress>)],
+) -> WindowReport {
+    run_window_with(config, spool, accounts, Arc::new(Limits::default())).await
+}
+
+/// Fetches every account of `accounts` into `spool` within `limits`. An account's failure never
+/// stops the others.
+///
+/// At most `config.fetch.concurrency` accounts download at once; twice as many may be connected,
+/// so that the next accounts' logins (round trips, hardly any bytes) overlap the running downloads
+/// instead of waiting for them: on a 600 ms link a login costs four round trips.
+pub async fn run_window_with(
+    config: &Config,
+    spool: &Spool,
+    accounts: &[(Account, Arc<AccountProgress>)],
+    limits: Arc<Limits>,
 ) -> WindowReport {
     let started = Instant::now();
     let sessions = Arc::new(Semaphore::new(config.fetch.concurrency * 2));
@@ -145,7 +198,7 @@ pub async fn run_window(
     let mut tasks = Vec::new();
     for (account, progress) in accounts {
         let (account, progress, spool) = (account.clone(), progress.clone(), spool.clone());
-        let (sessions, downloads) = (sessions.clone(), downloads.clone());
+        let (sessions, downloads, limits) = (sessions.clone(), downloads.clone(), limits.clone());
         let default_domain = config.default_domain.clone();
         tasks.push(tokio::spawn(async move {
             let _session = sessions.acquire_owned().await;
@@ -155,6 +208,7 @@ pub async fn run_window(
                 spool: &spool,
                 progress: &progress,
                 downloads: &downloads,
+                limits: &limits,
             };
             fetch_account(&job).await
         }));
@@ -181,6 +235,7 @@ pub struct Job<'a> {
     pub progress: &'a AccountProgress,
     /// Download slots shared by the window's sessions; held from the first RETR to the last body.
     pub downloads: &'a Semaphore,
+    pub limits: &'a Limits,
 }
 
 /// One session with one account's server.
@@ -267,6 +322,10 @@ async fn session(job: &Job<'_>, report: &mut AccountReport) -> Result<(), FetchE
     progress.set_phase("listing");
     let listed = pop.list_messages().await?;
     let mut plan = make_plan(account, spool, listed, report)?;
+    if job.limits.budget.is_some() {
+        // With a byte budget, as many messages as possible: the smallest first.
+        plan.retrieve.make_contiguous().sort_by_key(|m| m.size);
+    }
     progress
         .planned_messages
         .store(plan.retrieve.len() as u64, Ordering::Relaxed);
@@ -352,7 +411,15 @@ async fn transfer(
             let command = match plan.delete.pop_front() {
                 Some(number) => Command::Dele(number),
                 None => match plan.retrieve.pop_front() {
-                    Some(message) => Command::Retr(message),
+                    Some(message) => match job.limits.may_start(message.size) {
+                        Ok(()) => Command::Retr(message),
+                        Err(why) => {
+                            // Nothing new from here on; what is in flight finishes, then QUIT.
+                            report.capped = Some(why);
+                            plan.retrieve.clear();
+                            continue;
+                        }
+                    },
                     None => break,
                 },
             };

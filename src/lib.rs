@@ -32,6 +32,8 @@ pub mod net;
 pub mod pickup;
 pub mod pop3;
 pub mod progress;
+pub mod schedule;
 pub mod secret;
 pub mod smtp;
 pub mod tls;
+pub mod window;

@@ -170,6 +170,26 @@ impl Entry {
     }
 }
 
+/// What one connect window did, kept for `spoolctl windows` and the cost report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowRecord {
+    /// Seconds since the epoch when the window began.
+    pub started: u64,
+    /// Seconds from the link-up command to the first server answering (0 without link control).
+    pub link_up_seconds: f64,
+    /// Seconds from the start of the window to the end of the link-down command.
+    pub online_seconds: f64,
+    /// Bytes received from the POP3 servers.
+    pub bytes_in: u64,
+    /// Messages spooled per account.
+    pub messages: std::collections::BTreeMap<String, u64>,
+    pub errors: Vec<String>,
+    /// Estimated from the link's configured prices, when it has them.
+    pub cost: Option<f64>,
+    /// Why the window stopped starting new messages early (time cap, byte budget, shutdown).
+    pub capped: Option<String>,
+}
+
 /// Why a message (or some of its recipients) went to badmail: written beside it as `ID.reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadmailReason {
@@ -215,6 +235,7 @@ impl UidlSet {
 const MESSAGE_PREFIX: &[u8] = b"m/";
 const ACCOUNT_PREFIX: &[u8] = b"a/";
 const LOCAL_SIZE_KEY: &[u8] = b"c/local-size";
+const WINDOW_PREFIX: &[u8] = b"w/";
 
 fn message_key(id: QueueId) -> Vec<u8> {
     let mut key = MESSAGE_PREFIX.to_vec();
@@ -559,6 +580,27 @@ impl Spool {
             .into_iter()
             .filter(|(_, e)| e.is_due(now))
             .collect())
+    }
+
+    /// Records a window, durably.
+    pub fn record_window(&self, record: &WindowRecord) -> Result<()> {
+        // Keyed by a fresh id (microseconds, increasing): two windows in one second both count.
+        let mut key = WINDOW_PREFIX.to_vec();
+        key.extend_from_slice(&self.next_id().0.to_be_bytes());
+        self.inner.db.insert(key, encode(record))?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// The last `n` windows, oldest first.
+    pub fn windows(&self, n: usize) -> Result<Vec<WindowRecord>> {
+        let mut out = Vec::new();
+        for item in self.inner.db.scan_prefix(WINDOW_PREFIX).rev().take(n) {
+            let (key, value) = item?;
+            out.push(decode(&key, &value)?);
+        }
+        out.reverse();
+        Ok(out)
     }
 
     /// The largest message the local server accepts, as it last said (EHLO SIZE).

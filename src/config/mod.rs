@@ -13,6 +13,7 @@ pub use reader::{parse_size, ConfigError};
 use reader::{Errors, Section};
 
 use crate::pop3::{AuthChoice, Mechanism, TlsMode};
+use crate::schedule::{Schedule, Trigger};
 use crate::secret::Secret;
 
 /// The whole configuration, valid by construction.
@@ -25,6 +26,10 @@ pub struct Config {
     pub fetch: FetchSettings,
     pub local: LocalServer,
     pub delivery: DeliverySettings,
+    /// When windows happen (accounts may have their own).
+    pub schedule: Schedule,
+    pub link: LinkSettings,
+    pub window: WindowSettings,
     pub accounts: Vec<Account>,
 }
 
@@ -32,6 +37,32 @@ pub struct Config {
 pub struct FetchSettings {
     /// Accounts fetched at once in a window.
     pub concurrency: usize,
+}
+
+/// How the Internet link is brought up and down around a window.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// Run (with `sh -c`) to bring the link up; `None` for an always-on line.
+    pub up: Option<String>,
+    /// Run after every window, whatever happened in it.
+    pub down: Option<String>,
+    /// How long to wait, after `up`, for the first POP3 server to accept a connection.
+    pub ready_timeout: Duration,
+    /// Run once the link is up, before fetching (e.g. `postqueue -f` to send outgoing mail).
+    pub on_up: Vec<String>,
+    /// Limit for each command.
+    pub command_timeout: Duration,
+    pub cost_per_minute: Option<f64>,
+    pub cost_per_mb: Option<f64>,
+}
+
+/// Caps on one window.
+#[derive(Debug, Clone, Default)]
+pub struct WindowSettings {
+    /// After this, no new message is started and every session ends with QUIT.
+    pub max_duration: Option<Duration>,
+    /// With this byte budget, smaller messages go first; the rest wait for the next window.
+    pub max_bytes: Option<u64>,
 }
 
 /// The site's own mail server, where the deliverer sends the spool.
@@ -111,6 +142,22 @@ pub struct Account {
     pub allow_insecure_auth: bool,
     /// Limit for the connect and for every single read and write.
     pub timeout: Duration,
+    /// This account's own schedule, instead of the global one.
+    pub schedule: Option<Schedule>,
+    /// No window for this account sooner than this after its last one.
+    pub min_interval: Option<Duration>,
+}
+
+impl Account {
+    /// The schedule this account follows: its own, else the site's, with its minimum interval.
+    pub fn effective_schedule(&self, global: &Schedule) -> Schedule {
+        let mut schedule = self.schedule.clone().unwrap_or_else(|| global.clone());
+        schedule.min_interval = match (schedule.min_interval, self.min_interval) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        schedule
+    }
 }
 
 /// Where a password or token comes from. Files and commands are read when a session starts, so a
@@ -249,6 +296,12 @@ impl Config {
         };
         let local = read_local(top.section("local"), base);
         let delivery = read_delivery(top.section("delivery"));
+        let schedule = top
+            .section("schedule")
+            .map(read_schedule)
+            .unwrap_or_default();
+        let link = read_link(top.section("link"));
+        let window = read_window(top.section("window"));
 
         let mut accounts = Vec::new();
         match top.item("account") {
@@ -287,6 +340,9 @@ impl Config {
             fetch,
             local,
             delivery,
+            schedule,
+            link,
+            window,
             accounts,
         })
     }
@@ -325,6 +381,79 @@ fn read_local(section: Option<Section>, base: &Path) -> LocalServer {
     }
     s.finish();
     local
+}
+
+/// `cron` (one expression or a list), `every`, `min_interval`; every key optional.
+fn read_schedule(s: Section) -> Schedule {
+    let mut schedule = Schedule::default();
+    for expression in s.string_list("cron").unwrap_or_default() {
+        match Trigger::cron(&expression) {
+            Ok(t) => schedule.triggers.push(t),
+            Err(e) => s.error("cron", format!("{expression:?}: {e}")),
+        }
+    }
+    if let Some(every) = s.duration("every") {
+        match Trigger::every(every) {
+            Ok(t) => schedule.triggers.push(t),
+            Err(e) => s.error("every", e),
+        }
+    }
+    schedule.min_interval = positive_duration(&s, "min_interval");
+    s.finish();
+    schedule
+}
+
+fn read_link(section: Option<Section>) -> LinkSettings {
+    let mut link = LinkSettings {
+        up: None,
+        down: None,
+        ready_timeout: Duration::from_secs(120),
+        on_up: Vec::new(),
+        command_timeout: Duration::from_secs(120),
+        cost_per_minute: None,
+        cost_per_mb: None,
+    };
+    let Some(s) = section else { return link };
+    link.up = s.string("up");
+    link.down = s.string("down");
+    link.ready_timeout = positive_duration(&s, "ready_timeout").unwrap_or(link.ready_timeout);
+    link.on_up = s.string_list("on_up").unwrap_or_default();
+    link.command_timeout = positive_duration(&s, "command_timeout").unwrap_or(link.command_timeout);
+    let cost = |key: &str| {
+        let item = s.item(key)?;
+        match item
+            .as_float()
+            .or_else(|| item.as_integer().map(|n| n as f64))
+        {
+            Some(v) if v >= 0.0 => Some(v),
+            _ => {
+                s.error(key, "expected a number of money units, 0 or more");
+                None
+            }
+        }
+    };
+    link.cost_per_minute = cost("cost_per_minute");
+    link.cost_per_mb = cost("cost_per_mb");
+    if link.up.is_some() != link.down.is_some() {
+        s.error(
+            if link.up.is_some() { "down" } else { "up" },
+            "up and down go together: a link brought up must be taken down",
+        );
+    }
+    s.finish();
+    link
+}
+
+fn read_window(section: Option<Section>) -> WindowSettings {
+    let Some(s) = section else {
+        return WindowSettings::default();
+    };
+    let window = WindowSettings {
+        max_duration: positive_duration(&s, "max_duration"),
+        max_bytes: s.size("max_bytes"),
+    };
+    s.finish();
+    window
 }
 
 fn read_delivery(section: Option<Section>) -> DeliverySettings {
@@ -464,6 +593,8 @@ fn read_account(s: &Section, base: &Path) -> Option<Account> {
     }
     let allow_insecure_auth = s.boolean("allow_insecure_auth").unwrap_or(false);
     let timeout = positive_duration(s, "timeout").unwrap_or(Duration::from_secs(60));
+    let schedule = s.section("schedule").map(read_schedule);
+    let min_interval = positive_duration(s, "min_interval");
     let ca_file = s.string("ca_file").map(|p| base.join(p));
     if let Some(path) = &ca_file {
         if !path.is_file() {
@@ -498,6 +629,8 @@ fn read_account(s: &Section, base: &Path) -> Option<Account> {
         delete_after,
         allow_insecure_auth,
         timeout,
+        schedule,
+        min_interval,
     })
 }
 
