@@ -21,7 +21,7 @@ pub const MIN_EVERY: Duration = Duration::from_secs(5 * 60);
 pub enum Trigger {
     Cron {
         expression: String,
-        schedule: cron::Schedule,
+        schedule: Box<cron::Schedule>,
     },
     Every(Duration),
 }
@@ -106,7 +106,7 @@ impl Trigger {
     pub fn cron(expression: &str) -> Result<Trigger, String> {
         Ok(Trigger::Cron {
             expression: expression.to_string(),
-            schedule: parse_cron(expression)?,
+            schedule: Box::new(parse_cron(expression)?),
         })
     }
 
