@@ -65,6 +65,8 @@ struct Pass<'a> {
     /// Set when the server cannot be reached: every worker stops taking messages.
     outage: Mutex<Option<String>>,
     stop: AtomicBool,
+    /// The daemon is stopping: finish the message in hand, take no other.
+    shutdown: &'a AtomicBool,
     counters: Counters,
 }
 
@@ -101,6 +103,15 @@ fn default_helo() -> String {
 /// Delivers every message that is due now, with `config.delivery.sessions` sessions in parallel,
 /// and returns when none is left to try in this pass.
 pub async fn deliver_due(config: &Config, spool: &Spool) -> Result<DeliveryReport, DeliverError> {
+    deliver_due_until(config, spool, &AtomicBool::new(false)).await
+}
+
+/// [`deliver_due`], stopping at a safe point (after the message in hand) once `shutdown` is set.
+pub async fn deliver_due_until(
+    config: &Config,
+    spool: &Spool,
+    shutdown: &AtomicBool,
+) -> Result<DeliveryReport, DeliverError> {
     let started = Instant::now();
     let due = spool.due(spool::now())?;
     let mut report = DeliveryReport::default();
@@ -114,6 +125,7 @@ pub async fn deliver_due(config: &Config, spool: &Spool) -> Result<DeliveryRepor
         queue: Mutex::new(due.into()),
         outage: Mutex::new(None),
         stop: AtomicBool::new(false),
+        shutdown,
         counters: Counters::default(),
     };
     let workers = (0..config.delivery.sessions).map(|_| worker(&pass));
@@ -143,7 +155,7 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Ite
 
 impl Pass<'_> {
     fn next(&self) -> Option<(QueueId, Entry)> {
-        if self.stop.load(Ordering::Relaxed) {
+        if self.stop.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed) {
             return None;
         }
         self.queue

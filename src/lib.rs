@@ -15,6 +15,9 @@
 //! - the `spool` crate: durable storage (message files plus a sled index) and its invariants.
 //! - [`progress`]: the terminal display and summary of a window.
 //! - [`net`]: the transport under the protocol drivers: TCP, TLS, timeouts, the read buffer.
+//! - [`schedule`] and [`window`]: when connect windows happen, and one window: link up, fetch
+//!   within caps, link down, recorded.
+//! - [`daemon`]: `outpost run`, the deliverer, pickup watcher and scheduler loops together.
 //! - [`linksim`]: a user-space slow-link simulator for benchmarks and demos.
 //!
 //! Data flows: POP3 server → [`pop3::client::Session`] → [`fetch`] → `spool::MessageWriter` →
@@ -24,6 +27,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod deliver;
 pub mod envelope;
 pub mod fetch;

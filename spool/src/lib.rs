@@ -212,6 +212,9 @@ pub struct AccountRecord {
     pub last_login: Option<u64>,
     /// The server's LOGIN-DELAY (RFC 2449 §6.5) in seconds, as it last said.
     pub login_delay: Option<u64>,
+    /// Seconds since the epoch of the last window that included this account.
+    #[serde(default)]
+    pub last_window: Option<u64>,
 }
 
 /// Which per-account UIDL set a call is about.

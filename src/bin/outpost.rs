@@ -33,6 +33,9 @@ enum Command {
         #[arg(long)]
         account: Option<String>,
     },
+    /// Run as a service: deliver continuously, watch pickup/, and fetch in the scheduled windows.
+    /// SIGTERM or SIGINT stops at safe points; SIGHUP reloads the configuration.
+    Run,
     /// Take in the pickup folder, deliver every message that is due to the local mail server,
     /// once, and print a summary.
     Deliver,
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         }
         Command::Fetch { account } => fetch(config, account),
         Command::Deliver => deliver(config),
+        Command::Run => run(config, args.config.config.clone()),
     };
     result.unwrap_or_else(|e| {
         eprintln!("outpost: {e:#}");
@@ -123,4 +127,32 @@ fn deliver(config: Config) -> anyhow::Result<ExitCode> {
 fn open_spool(config: &Config) -> anyhow::Result<spool::Spool> {
     spool::Spool::open(&config.spool_dir)
         .with_context(|| format!("opening the spool in {}", config.spool_dir.display()))
+}
+
+fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
+    let spool = open_spool(&config)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let shared = outpost::daemon::Shared::new(config, path, spool);
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        tracing::info!("outpost running");
+        let service = tokio::spawn(outpost::daemon::run(shared.clone()));
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => { let _ = shared.reload(); }
+            }
+        }
+        tracing::info!("stopping at a safe point");
+        shared.shutdown();
+        match tokio::time::timeout(outpost::daemon::SHUTDOWN_LIMIT, service).await {
+            Ok(_) => tracing::info!("stopped"),
+            Err(_) => tracing::error!("did not stop in time; exiting anyway"),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }

@@ -1,0 +1,87 @@
+//! `outpost run` end to end: a window every two seconds against Dovecot, delivery into Postfix,
+//! link commands around each window, SIGHUP with a broken configuration, SIGTERM.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{dovecot_account, message, Dovecot, Postfix};
+
+fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+}
+
+#[test]
+fn the_service_fetches_in_windows_delivers_reloads_and_stops() {
+    let dovecot = Dovecot::start(&[("field", "pw")]);
+    let postfix = Postfix::start(10_240_000);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("link.log");
+    let config_text = format!(
+        "spool_dir = {:?}\n{}\n[schedule]\ncron = \"*/2 * * * * *\"\n\n[link]\nup = \"echo up >> {m}\"\ndown = \"echo down >> {m}\"\nready_timeout = \"5s\"\n\n[[account]]\n{}",
+        dir.path().join("spool"),
+        postfix.local_section(""),
+        dovecot_account(&dovecot, "field", "field", "pw", ""),
+        m = marker.display()
+    );
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(&config, &config_text).unwrap();
+    let log = std::fs::File::create(dir.path().join("outpost.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+
+    dovecot.deliver(
+        "field",
+        &message("first", "fetched in a window, delivered at once"),
+    );
+    let copies = postfix.wait_for(1);
+    assert_eq!(copies[0].recipient, "field@example.org");
+    assert_eq!(dovecot.count("field"), 0);
+
+    // A broken configuration on SIGHUP: reported, and the old one keeps working.
+    std::fs::write(&config, "spool_dir = 7\n[[account]]\n").unwrap();
+    signal(&child, libc::SIGHUP);
+    dovecot.deliver("field", &message("second", "after the failed reload"));
+    assert_eq!(postfix.wait_for(2).len(), 2);
+    let log_text = std::fs::read_to_string(dir.path().join("outpost.log")).unwrap();
+    assert!(
+        log_text.contains("the old one stays in force"),
+        "{log_text}"
+    );
+
+    signal(&child, libc::SIGTERM);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let link = std::fs::read_to_string(&marker).unwrap();
+    assert!(
+        link.starts_with("up\n") && link.ends_with("down\n"),
+        "{link}"
+    );
+    assert_eq!(
+        link.matches("up\n").count(),
+        link.matches("down\n").count(),
+        "every up has its down: {link}"
+    );
+    assert!(
+        link.matches("up\n").count() >= 2,
+        "windows every two seconds: {link}"
+    );
+    let log_text = std::fs::read_to_string(dir.path().join("outpost.log")).unwrap();
+    assert!(
+        log_text.contains("window done") && log_text.contains("stopped"),
+        "{log_text}"
+    );
+}
