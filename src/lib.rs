@@ -18,6 +18,7 @@
 //! - [`schedule`] and [`window`]: when connect windows happen, and one window: link up, fetch
 //!   within caps, link down, recorded.
 //! - [`daemon`]: `outpost run`, the deliverer, pickup watcher and scheduler loops together.
+//! - [`admin`]: what `spoolctl` shows and does to the queue.
 //! - [`linksim`]: a user-space slow-link simulator for benchmarks and demos.
 //!
 //! Data flows: POP3 server → [`pop3::client::Session`] → [`fetch`] → `spool::MessageWriter` →
@@ -25,6 +26,7 @@
 //! Out: `spool::Spool::due` → [`deliver`] → [`smtp::SmtpSession`] → local server → 250 →
 //! `spool::Spool::remove_delivered`, or `spool::Spool::to_badmail`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;

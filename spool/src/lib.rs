@@ -215,6 +215,15 @@ pub struct AccountRecord {
     /// Seconds since the epoch of the last window that included this account.
     #[serde(default)]
     pub last_window: Option<u64>,
+    /// When a session last went through without error.
+    #[serde(default)]
+    pub last_success: Option<u64>,
+    /// The last error and when it happened.
+    #[serde(default)]
+    pub last_error: Option<(u64, String)>,
+    /// Windows in a row in which the login was refused (a changed password).
+    #[serde(default)]
+    pub auth_failures: u32,
 }
 
 /// Which per-account UIDL set a call is about.
