@@ -179,7 +179,7 @@ fn queue_id(id: &str) -> Result<QueueId, AdminError> {
 }
 
 /// The message's bytes as received (without the spool's header block), streamed into `out`.
-pub fn copy_body(spool: &Spool, id: &str, out: &mut impl std::io::Write) -> Result<(), AdminError> {
+pub fn copy_body(spool: &Spool, id: &str, out: &mut dyn std::io::Write) -> Result<(), AdminError> {
     let (row, path) = find(spool, id)?;
     let io = |e| AdminError::Io(path.clone(), e);
     if row.state == "badmail" {

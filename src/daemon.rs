@@ -29,6 +29,9 @@ const OUTAGE_RETRY: Duration = Duration::from_secs(30);
 /// How long a shutdown may take before the process exits anyway.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
 
+/// A window asked for now, and where its summary goes.
+type FetchRequest = (Option<String>, tokio::sync::oneshot::Sender<(String, bool)>);
+
 /// What the loops share.
 pub struct Shared {
     config: RwLock<Arc<Config>>,
@@ -40,14 +43,17 @@ pub struct Shared {
     stop: tokio::sync::watch::Sender<bool>,
     /// Wakes the deliverer (new mail spooled).
     deliver_now: Notify,
-    /// Asks the scheduler for a window at once (`spoolctl fetch`).
-    fetch_now: Notify,
+    /// Asks the scheduler for a window at once (`spoolctl fetch`): the accounts (all when `None`)
+    /// and where to send the window's summary.
+    fetch_now: tokio::sync::mpsc::UnboundedSender<FetchRequest>,
+    fetch_requests: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<FetchRequest>>>,
     /// The caps of the window in progress, so that a shutdown can stop it.
     window: Mutex<Option<Arc<Limits>>>,
 }
 
 impl Shared {
     pub fn new(config: Config, config_path: PathBuf, spool: Spool) -> Arc<Shared> {
+        let (fetch_now, fetch_requests) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Shared {
             config: RwLock::new(Arc::new(config)),
             config_path,
@@ -55,7 +61,8 @@ impl Shared {
             stopping: AtomicBool::new(false),
             stop: tokio::sync::watch::Sender::new(false),
             deliver_now: Notify::new(),
-            fetch_now: Notify::new(),
+            fetch_now,
+            fetch_requests: Mutex::new(Some(fetch_requests)),
             window: Mutex::new(None),
         })
     }
@@ -85,9 +92,14 @@ impl Shared {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Asks for a window now.
-    pub fn fetch_now(&self) {
-        self.fetch_now.notify_one();
+    /// Asks for a window now (for `account`, or all) and waits for its summary and whether it
+    /// failed. A provider's minimum interval is respected even then.
+    pub async fn fetch_now(&self, account: Option<String>) -> Result<(String, bool), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.fetch_now
+            .send((account, tx))
+            .map_err(|_| "the daemon is stopping".to_string())?;
+        rx.await.map_err(|_| "the daemon is stopping".to_string())
     }
 
     /// Reads the configuration file again; keeps the old configuration when the new one is wrong.
@@ -129,6 +141,7 @@ impl Shared {
 pub async fn run(shared: Arc<Shared>) {
     let deliverer = tokio::spawn(deliver_loop(shared.clone()));
     let scheduler = tokio::spawn(schedule_loop(shared.clone()));
+    let control = tokio::spawn(control_loop(shared.clone()));
     let watcher = {
         let shared2 = shared.clone();
         let stop = Arc::new(Notify::new());
@@ -145,6 +158,7 @@ pub async fn run(shared: Arc<Shared>) {
     };
     let _ = scheduler.await;
     let _ = deliverer.await;
+    let _ = control.await;
     watcher.1.notify_one();
     let _ = watcher.0.await;
 }
@@ -240,6 +254,14 @@ fn too_soon(config: &Config, spool: &Spool, account: &Account) -> bool {
 
 /// Runs windows when the schedule (or `spoolctl fetch`) says so.
 async fn schedule_loop(shared: Arc<Shared>) {
+    let Some(mut requests) = shared
+        .fetch_requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return;
+    };
     loop {
         let config = shared.config();
         let next = next_windows(&config, &shared.spool);
@@ -255,8 +277,8 @@ async fn schedule_loop(shared: Arc<Shared>) {
             return;
         }
         let forced = tokio::select! {
-            _ = tokio::time::sleep(wait) => false,
-            _ = shared.fetch_now.notified() => true,
+            _ = tokio::time::sleep(wait) => None,
+            Some(request) = requests.recv() => Some(request),
             _ = stop.changed() => return,
         };
         if shared.is_stopping() {
@@ -267,17 +289,21 @@ async fn schedule_loop(shared: Arc<Shared>) {
         let due: Vec<Account> = config
             .accounts
             .iter()
-            .filter(|a| {
-                let scheduled = next
+            .filter(|a| match &forced {
+                Some((only, _)) => only.as_ref().is_none_or(|name| &a.name == name),
+                None => next
                     .get(&a.name)
                     .copied()
                     .flatten()
-                    .is_some_and(|t| t <= now + chrono::Duration::milliseconds(500));
-                (forced || scheduled) && !too_soon(&config, &shared.spool, a)
+                    .is_some_and(|t| t <= now + chrono::Duration::milliseconds(500)),
             })
+            .filter(|a| !too_soon(&config, &shared.spool, a))
             .cloned()
             .collect();
         if due.is_empty() {
+            if let Some((_, reply)) = forced {
+                let _ = reply.send(("no account may fetch now: each is within its minimum interval since its last window\n".into(), true));
+            }
             continue;
         }
         let limits = Arc::new(Limits::new(
@@ -296,8 +322,65 @@ async fn schedule_loop(shared: Arc<Shared>) {
                 tracing::error!(error = %e, "cannot record the window time");
             }
         }
-        crate::window::run(&config, &shared.spool, &due, limits).await;
+        let (report, _) = crate::window::run(&config, &shared.spool, &due, limits).await;
         *shared.window.lock().unwrap_or_else(|p| p.into_inner()) = None;
         shared.deliver_now.notify_one();
+        if let Some((_, reply)) = forced {
+            let _ = reply.send((crate::progress::summary(&report), report.failed()));
+        }
     }
+}
+
+/// Serves `spoolctl` on the control socket until shutdown.
+async fn control_loop(shared: Arc<Shared>) {
+    let path = crate::control::socket_path(shared.spool.dir());
+    // A socket file left by a crash: ours to replace, since we hold the spool's lock.
+    let _ = std::fs::remove_file(&path);
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(socket = %path.display(), error = %e, "cannot open the control socket; spoolctl will not reach the daemon");
+            return;
+        }
+    };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::error!(error = %e, "cannot restrict the control socket to its owner");
+            return;
+        }
+    }
+    let mut stop = shared.stop.subscribe();
+    loop {
+        if *stop.borrow_and_update() {
+            break;
+        }
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let shared = shared.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let Ok(stream) = stream
+                .into_std()
+                .and_then(|s| s.set_nonblocking(false).map(|()| s))
+            else {
+                return;
+            };
+            let config = shared.config();
+            let fetch = |account: Option<String>| handle.block_on(shared.fetch_now(account));
+            if let Err(e) = crate::control::serve_connection(stream, &config, &shared.spool, &fetch)
+            {
+                tracing::warn!(error = %e, "control connection failed");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(&path);
 }

@@ -18,7 +18,8 @@
 //! - [`schedule`] and [`window`]: when connect windows happen, and one window: link up, fetch
 //!   within caps, link down, recorded.
 //! - [`daemon`]: `outpost run`, the deliverer, pickup watcher and scheduler loops together.
-//! - [`admin`]: what `spoolctl` shows and does to the queue.
+//! - [`admin`]: what `spoolctl` shows and does to the queue; [`control`] renders it, the same
+//!   whether `spoolctl` opened the spool or asked the daemon over its socket.
 //! - [`linksim`]: a user-space slow-link simulator for benchmarks and demos.
 //!
 //! Data flows: POP3 server → [`pop3::client::Session`] → [`fetch`] → `spool::MessageWriter` →
@@ -29,6 +30,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod deliver;
 pub mod envelope;

@@ -224,9 +224,104 @@ fn status_and_windows() {
 }
 
 #[test]
-fn a_spool_owned_by_a_running_daemon_is_refused_clearly() {
+fn a_spool_owned_by_another_process_without_a_socket_is_refused_clearly() {
     let (dir, config) = setup();
     let _owner = Spool::open(dir.path().join("spool")).unwrap();
     let (ok, _, err) = spoolctl(&config, &["list"], "");
     assert!(!ok && err.contains("in use by another process"), "{err}");
+}
+
+/// JSON output without the fields that change from one second to the next.
+fn stable(json: &str) -> serde_json::Value {
+    let mut value: serde_json::Value = serde_json::from_str(json).unwrap();
+    if let Some(rows) = value.as_array_mut() {
+        for row in rows {
+            row.as_object_mut().unwrap().remove("age_seconds");
+        }
+    }
+    value
+}
+
+#[test]
+fn the_same_commands_through_a_running_daemon_give_the_same_output() {
+    let (dir, config) = setup();
+    let id = {
+        let spool = Spool::open(dir.path().join("spool")).unwrap();
+        queue_message(
+            &spool,
+            "ann@example.net",
+            &["bob@example.org"],
+            b"Subject: via the daemon\r\n\r\nhello\r\n",
+        )
+        .to_string()
+    };
+    // No local server listens on port 1: the deliverer waits, and the queue stays as it is.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[schedule]",
+        "[local]\nhost = \"127.0.0.1\"\nport = 1\n\n[schedule]",
+    );
+    std::fs::write(&config, text).unwrap();
+    let direct: Vec<String> = [
+        &["--json", "list"][..],
+        &["--json", "status"],
+        &["show", &id],
+        &["windows"],
+    ]
+    .iter()
+    .map(|args| spoolctl(&config, args, "").1)
+    .collect();
+
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("spool/control.sock");
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let via: Vec<String> = [
+        &["--json", "list"][..],
+        &["--json", "status"],
+        &["show", &id],
+        &["windows"],
+    ]
+    .iter()
+    .map(|args| {
+        let (ok, out, err) = spoolctl(&config, args, "");
+        assert!(ok, "{args:?}: {err}");
+        out
+    })
+    .collect();
+    assert_eq!(stable(&via[0]), stable(&direct[0]));
+    assert_eq!(stable(&via[1]), stable(&direct[1]));
+    assert_eq!(
+        via[2].replace(|c: char| c.is_ascii_digit(), "#"),
+        direct[2].replace(|c: char| c.is_ascii_digit(), "#")
+    );
+    assert_eq!(via[3], direct[3]);
+
+    assert!(
+        spoolctl(&config, &["hold", &id], "").0,
+        "steering works through the daemon too"
+    );
+    assert_eq!(state_of(&config, &id), "held");
+    let (ok, out, _) = spoolctl(&config, &["delete", &id], "y\n");
+    assert!(ok && out.contains("deleted"), "{out}");
+    assert_eq!(state_of(&config, &id), "badmail");
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    assert!(!socket.exists(), "the socket goes with the daemon");
 }
