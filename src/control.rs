@@ -346,7 +346,7 @@ struct Frames<W: Write>(W);
 impl<W: Write> Write for Frames<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if !buf.is_empty() {
-            write!(self.0, "D {}\n", buf.len())?;
+            writeln!(self.0, "D {}", buf.len())?;
             self.0.write_all(buf)?;
         }
         Ok(buf.len())
