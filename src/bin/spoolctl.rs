@@ -108,7 +108,7 @@ impl Command {
 
 /// Where the commands go: the spool itself, or the daemon that owns it.
 enum Target {
-    Direct(Config, Spool),
+    Direct(Box<Config>, Spool),
     Daemon(std::path::PathBuf),
 }
 
@@ -164,7 +164,7 @@ fn direct_fetch(
 fn run(args: Args) -> anyhow::Result<i32> {
     let config = Config::load(&args.config.config)?;
     let target = match Spool::open(&config.spool_dir) {
-        Ok(spool) => Target::Direct(config, spool),
+        Ok(spool) => Target::Direct(Box::new(config), spool),
         Err(SpoolError::Locked(dir)) => Target::Daemon(dir),
         Err(e) => {
             return Err(e).context(format!(
