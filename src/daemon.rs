@@ -185,7 +185,22 @@ async fn deliver_loop(shared: Arc<Shared>) {
             .await
         {
             Ok(report) if report.outage.is_some() => OUTAGE_RETRY,
-            Ok(_) => next_due_in(&shared.spool),
+            Ok(report) => {
+                if report.badmail > 0 {
+                    let notice = crate::alerts::badmail_grew(&shared.spool);
+                    match notice.and_then(|n| {
+                        crate::alerts::send(&config, &shared.spool, n.into_iter().collect())
+                    }) {
+                        // The notice itself is mail: deliver it now.
+                        Ok(n) if n > 0 => shared.deliver_now.notify_one(),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot queue a notice for the postmaster")
+                        }
+                    }
+                }
+                next_due_in(&shared.spool)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "delivery pass failed");
                 OUTAGE_RETRY
@@ -324,6 +339,10 @@ async fn schedule_loop(shared: Arc<Shared>) {
         }
         let (report, _) = crate::window::run(&config, &shared.spool, &due, limits).await;
         *shared.window.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let notices = crate::alerts::after_window(&shared.spool, &report);
+        if let Err(e) = notices.and_then(|n| crate::alerts::send(&config, &shared.spool, n)) {
+            tracing::error!(error = %e, "cannot queue a notice for the postmaster");
+        }
         shared.deliver_now.notify_one();
         if let Some((_, reply)) = forced {
             let _ = reply.send((crate::progress::summary(&report), report.failed()));

@@ -20,6 +20,7 @@
 //! - [`daemon`]: `outpost run`, the deliverer, pickup watcher and scheduler loops together.
 //! - [`admin`]: what `spoolctl` shows and does to the queue; [`control`] renders it, the same
 //!   whether `spoolctl` opened the spool or asked the daemon over its socket.
+//! - [`alerts`]: notices to the postmaster, through the spool like any mail.
 //! - [`linksim`]: a user-space slow-link simulator for benchmarks and demos.
 //!
 //! Data flows: POP3 server → [`pop3::client::Session`] → [`fetch`] → `spool::MessageWriter` →
@@ -28,6 +29,7 @@
 //! `spool::Spool::remove_delivered`, or `spool::Spool::to_badmail`.
 
 pub mod admin;
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod control;

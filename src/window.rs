@@ -125,7 +125,11 @@ pub async fn run(
         }
     }
     record.online_seconds = started.elapsed().as_secs_f64();
+    let now = spool::now();
     for account in &report.accounts {
+        if let Err(e) = record_result(spool, account, now) {
+            tracing::error!(error = %e, "cannot record the account's result");
+        }
         record
             .messages
             .insert(account.account.clone(), account.fetched);
@@ -158,4 +162,30 @@ pub async fn run(
         "window done"
     );
     (report, record)
+}
+
+/// Remembers how an account's session went: the last success, the last error, and how many
+/// windows in a row its login was refused (for the postmaster's notice).
+fn record_result(
+    spool: &Spool,
+    account: &crate::fetch::AccountReport,
+    now: u64,
+) -> Result<(), spool::SpoolError> {
+    let mut r = spool.account_record(&account.account)?;
+    match &account.error {
+        None if account.skipped.is_none() => {
+            r.last_success = Some(now);
+            r.auth_failures = 0;
+        }
+        None => {}
+        Some(e) => {
+            r.last_error = Some((now, e.to_string()));
+            r.auth_failures = if e.is_auth_failure() {
+                r.auth_failures + 1
+            } else {
+                0
+            };
+        }
+    }
+    spool.set_account_record(&account.account, &r)
 }

@@ -85,3 +85,45 @@ fn the_service_fetches_in_windows_delivers_reloads_and_stops() {
         "{log_text}"
     );
 }
+
+#[test]
+fn a_refused_password_in_two_windows_sends_the_postmaster_exactly_one_notice() {
+    let dovecot = Dovecot::start(&[("sales", "new-password")]);
+    let postfix = Postfix::start(10_240_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "spool_dir = {:?}\npostmaster = \"postmaster@example.org\"\n{}\n[schedule]\ncron = \"*/2 * * * * *\"\n\n[[account]]\n{}",
+            dir.path().join("spool"),
+            postfix.local_section(""),
+            dovecot_account(&dovecot, "sales", "sales", "old-password", "")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("outpost.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let notice = std::panic::catch_unwind(|| postfix.wait_for(1)).unwrap_or_else(|_| {
+        panic!(
+            "no notice; the log:\n{}",
+            std::fs::read_to_string(dir.path().join("outpost.log")).unwrap_or_default()
+        )
+    });
+    assert_eq!(notice[0].recipient, "postmaster@example.org");
+    let text = String::from_utf8_lossy(&notice[0].message).into_owned();
+    assert!(
+        text.contains("Subject: outpost: the mailbox sales refuses its password"),
+        "{text}"
+    );
+    assert_eq!(notice[0].return_path, "", "sent from the null sender");
+    // More failing windows: still one notice (once per cause per day).
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(postfix.delivered().len(), 1);
+    signal(&child, libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+}

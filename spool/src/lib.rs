@@ -248,6 +248,7 @@ const MESSAGE_PREFIX: &[u8] = b"m/";
 const ACCOUNT_PREFIX: &[u8] = b"a/";
 const LOCAL_SIZE_KEY: &[u8] = b"c/local-size";
 const WINDOW_PREFIX: &[u8] = b"w/";
+const NOTE_PREFIX: &[u8] = b"n/";
 
 fn message_key(id: QueueId) -> Vec<u8> {
     let mut key = MESSAGE_PREFIX.to_vec();
@@ -592,6 +593,22 @@ impl Spool {
             .into_iter()
             .filter(|(_, e)| e.is_due(now))
             .collect())
+    }
+
+    /// A small number the caller keeps under `name` (when a notice was last sent, a count seen).
+    pub fn note(&self, name: &str) -> Result<Option<u64>> {
+        let key = [NOTE_PREFIX, name.as_bytes()].concat();
+        self.inner
+            .db
+            .get(&key)?
+            .map(|v| decode(&key, &v))
+            .transpose()
+    }
+
+    pub fn set_note(&self, name: &str, value: u64) -> Result<()> {
+        let key = [NOTE_PREFIX, name.as_bytes()].concat();
+        self.inner.db.insert(key, encode(&value))?;
+        Ok(())
     }
 
     /// Records a window, durably.

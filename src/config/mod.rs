@@ -23,6 +23,8 @@ pub struct Config {
     pub spool_dir: PathBuf,
     /// Domain given to sender addresses that have none.
     pub default_domain: Option<String>,
+    /// Who gets outpost's notices (a failing login, mail left on the server, badmail growing).
+    pub postmaster: Option<String>,
     pub fetch: FetchSettings,
     pub local: LocalServer,
     pub delivery: DeliverySettings,
@@ -279,6 +281,16 @@ impl Config {
 
         let spool_dir = top.required_string("spool_dir").map(path);
         let default_domain = top.string("default_domain");
+        let postmaster = top.string("postmaster");
+        if let Some(addr) = postmaster
+            .as_ref()
+            .filter(|a| !crate::envelope::is_valid_address(a))
+        {
+            top.error(
+                "postmaster",
+                format!("{addr:?} is not an address of the form user@domain"),
+            );
+        }
         if let Some(domain) = &default_domain {
             if !is_domain(domain) {
                 top.error("default_domain", format!("{domain:?} is not a domain name"));
@@ -337,6 +349,7 @@ impl Config {
         Ok(Config {
             spool_dir: spool_dir.expect("required key checked"),
             default_domain,
+            postmaster,
             fetch,
             local,
             delivery,
