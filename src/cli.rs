@@ -45,9 +45,11 @@ pub struct LogArgs {
 }
 
 impl LogArgs {
-    /// Installs the global logger. `RUST_LOG` overrides the level given by `-v`.
-    pub fn init(&self) {
+    /// Installs the global logger. `RUST_LOG` overrides the level given by `-v`; `quiet` leaves
+    /// out the info lines (for a command whose own output tells the story).
+    pub fn init(&self, quiet: bool) {
         let level = match self.verbose {
+            0 if quiet => "warn",
             0 => "warn,outpost=info,spool=info",
             1 => "warn,outpost=debug,spool=debug",
             _ => "debug",

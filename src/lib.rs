@@ -35,6 +35,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod deliver;
+pub mod demo;
 pub mod envelope;
 pub mod fetch;
 pub mod linksim;

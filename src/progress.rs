@@ -107,7 +107,7 @@ pub fn summary(report: &WindowReport) -> String {
             (None, None) => "ok".to_string(),
         };
         out.push_str(&format!(
-            "{}: {} messages, {} fetched, {} deleted from the server, {:.1}s: {state}\n",
+            "{}: {} message(s), {} fetched, {} deleted from the server, {:.1}s: {state}\n",
             a.account,
             a.fetched,
             format_bytes(a.bytes),
@@ -126,7 +126,7 @@ pub fn summary(report: &WindowReport) -> String {
     }
     let errors = report.accounts.iter().filter(|a| a.failed()).count();
     out.push_str(&format!(
-        "total: {} messages, {} in {:.1}s, {errors} account(s) with errors\n",
+        "total: {} message(s), {} in {:.1}s, {errors} account(s) with errors\n",
         report.fetched(),
         format_bytes(report.bytes()),
         report.elapsed.as_secs_f64()
@@ -137,7 +137,7 @@ pub fn summary(report: &WindowReport) -> String {
 /// The summary printed after a delivery pass.
 pub fn delivery_summary(report: &crate::deliver::DeliveryReport) -> String {
     let mut out = format!(
-        "delivered: {} messages ({} recipient deliveries), {} to badmail, {} deferred, {:.1}s\n",
+        "delivered: {} message(s) ({} recipient deliveries), {} to badmail, {} deferred, {:.1}s\n",
         report.delivered,
         report.recipients,
         report.badmail,

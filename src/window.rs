@@ -127,7 +127,7 @@ pub async fn run(
     record.online_seconds = started.elapsed().as_secs_f64();
     let now = spool::now();
     for account in &report.accounts {
-        if let Err(e) = record_result(spool, account, now) {
+        if let Err(e) = record_result(spool, account, started_at, now) {
             tracing::error!(error = %e, "cannot record the account's result");
         }
         record
@@ -169,9 +169,11 @@ pub async fn run(
 fn record_result(
     spool: &Spool,
     account: &crate::fetch::AccountReport,
+    window_started: u64,
     now: u64,
 ) -> Result<(), spool::SpoolError> {
     let mut r = spool.account_record(&account.account)?;
+    r.last_window = Some(window_started);
     match &account.error {
         None if account.skipped.is_none() => {
             r.last_success = Some(now);

@@ -159,7 +159,7 @@ fn a_thousand_messages_across_five_accounts() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("total: 1000 messages"), "{stdout}");
+    assert!(stdout.contains("total: 1000 message(s)"), "{stdout}");
     let ids = spooled_ids(&spool_dir);
     assert_eq!(ids.len(), 1000);
     assert!(ids.values().all(|&n| n == 1));

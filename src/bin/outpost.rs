@@ -33,6 +33,13 @@ enum Command {
         #[arg(long)]
         account: Option<String>,
     },
+    /// See outpost work, with nothing installed: built-in POP3 and SMTP servers, a simulated
+    /// satellite link, one window, delivery.
+    Demo {
+        /// Where to keep the demo's files (default: a new folder under the system's temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Run as a service: deliver continuously, watch pickup/, and fetch in the scheduled windows.
     /// SIGTERM or SIGINT stops at safe points; SIGHUP reloads the configuration.
     Run,
@@ -45,7 +52,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    args.log.init();
+    args.log.init(matches!(args.command, Command::Demo { .. }));
+    if let Command::Demo { dir } = &args.command {
+        return demo(dir.clone()).unwrap_or_else(|e| {
+            eprintln!("outpost demo: {e:#}");
+            ExitCode::FAILURE
+        });
+    }
     let config = match Config::load(&args.config.config) {
         Ok(config) => config,
         Err(e @ LoadError::Invalid { .. }) => {
@@ -69,6 +82,7 @@ fn main() -> ExitCode {
         Command::Fetch { account } => fetch(config, account),
         Command::Deliver => deliver(config),
         Command::Run => run(config, args.config.config.clone()),
+        Command::Demo { .. } => unreachable!("handled before the configuration is read"),
     };
     result.unwrap_or_else(|e| {
         eprintln!("outpost: {e:#}");
@@ -155,4 +169,15 @@ fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn demo(dir: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("outpost-demo-{}", std::process::id())),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let mut out = std::io::stdout();
+    runtime.block_on(outpost::demo::run(&dir, &mut out))?;
+    Ok(ExitCode::SUCCESS)
 }
