@@ -35,7 +35,6 @@ pub async fn serve(folder: PathBuf) -> std::io::Result<SocketAddr> {
 
 fn path_of(arg: &str) -> Option<String> {
     let inner = arg
-        .trim()
         .split_whitespace()
         .next()?
         .strip_prefix('<')?
