@@ -399,6 +399,8 @@ async fn control_loop(shared: Arc<Shared>) {
             {
                 tracing::warn!(error = %e, "control connection failed");
             }
+            // A requeue or release may have made something due (or put a file into pickup/).
+            shared.deliver_now.notify_one();
         });
     }
     let _ = std::fs::remove_file(&path);

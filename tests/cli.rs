@@ -48,3 +48,28 @@ fn a_missing_configuration_is_a_clear_error() {
         String::from_utf8_lossy(&output.stderr).contains("cannot read /nonexistent/outpost.toml")
     );
 }
+
+#[test]
+fn json_log_lines_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(&config, "spool_dir = \"/tmp/x\"\n[[account]]\nname = \"a\"\nserver = \"s\"\ntls = \"implicit\"\nuser = \"u\"\npassword = \"p\"\ndeliver_to = \"x@example.org\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = outpost(&[
+        "--log-format",
+        "json",
+        "--config",
+        config.to_str().unwrap(),
+        "check-config",
+    ]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line: serde_json::Value =
+        serde_json::from_str(stderr.lines().next().expect("a warning")).expect("a JSON line");
+    assert_eq!(line["level"], "WARN");
+    assert!(line["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("readable by every user"));
+}

@@ -127,3 +127,137 @@ fn a_refused_password_in_two_windows_sends_the_postmaster_exactly_one_notice() {
     signal(&child, libc::SIGTERM);
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn sigterm_in_the_middle_of_a_window_loses_nothing_and_takes_the_link_down() {
+    let dovecot = Dovecot::start(&[("busy", "pw")]);
+    for i in 0..400 {
+        dovecot.deliver(
+            "busy",
+            &message(
+                &format!("busy{i}"),
+                &"a line of text in a longer message\r\n".repeat(200),
+            ),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let marker = dir.path().join("link.log");
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "spool_dir = {spool_dir:?}\n[local]\nhost = \"127.0.0.1\"\nport = 1\n[schedule]\ncron = \"* * * * * *\"\n\n[link]\nup = \"echo up >> {m}\"\ndown = \"echo down >> {m}\"\n\n[[account]]\n{}",
+            dovecot_account(&dovecot, "busy", "busy", "pw", ""),
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the window is under way, then stop.
+    let started = Instant::now();
+    while support::spooled_ids(&spool_dir).len() < 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the window did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+    let link = std::fs::read_to_string(&marker).unwrap();
+    assert!(link.ends_with("down\n"), "the link went down: {link}");
+    let spooled = support::spooled_ids(&spool_dir);
+    assert!(
+        spooled.len() < 400,
+        "stopped early: {} spooled",
+        spooled.len()
+    );
+    assert!(spooled.values().all(|&n| n == 1));
+    assert_eq!(
+        spooled.len() + dovecot.count("busy"),
+        400,
+        "every message is either spooled or still on the server"
+    );
+
+    // The next run finishes the job, without fetching anything twice.
+    let output = support::outpost(&["--config", config.to_str().unwrap(), "fetch"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let spooled = support::spooled_ids(&spool_dir);
+    assert_eq!(spooled.len(), 400);
+    assert!(spooled.values().all(|&n| n == 1));
+    assert_eq!(dovecot.count("busy"), 0);
+}
+
+#[test]
+fn requeue_of_a_badmail_file_through_the_daemon_delivers_it() {
+    let postfix = Postfix::start(10_240_000);
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let id = {
+        let spool = spool::Spool::open(&spool_dir).unwrap();
+        let id = support::queue_message(
+            &spool,
+            "list@example.net",
+            &["reject-joe@example.org"],
+            b"Subject: replayed\r\n\r\nagain\r\n",
+        );
+        let reason = spool::BadmailReason {
+            reply: "550 5.1.1 No such user here".into(),
+            attempts: 1,
+        };
+        spool
+            .to_badmail(id, &["reject-joe@example.org".to_string()], &reason, true)
+            .unwrap();
+        id.to_string()
+    };
+    postfix.set_access("");
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "spool_dir = {spool_dir:?}\n{}\n[[account]]\nname = \"unused\"\nserver = \"127.0.0.1\"\ntls = \"implicit\"\nuser = \"u\"\npassword = \"p\"\ndeliver_to = \"x@example.org\"\n",
+            postfix.local_section("")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = spool_dir.join("control.sock");
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_spoolctl"))
+        .args(["--config", config.to_str().unwrap(), "requeue", &id])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let delivered = postfix.wait_for(1);
+    assert_eq!(
+        (
+            delivered[0].recipient.as_str(),
+            delivered[0].return_path.as_str()
+        ),
+        ("reject-joe@example.org", "list@example.net")
+    );
+    signal(&child, libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+}
