@@ -135,3 +135,73 @@ pub fn send(config: &Config, spool: &Spool, notices: Vec<Notice>) -> Result<usiz
     }
     Ok(sent)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::AccountReport;
+
+    fn config(postmaster: Option<&str>) -> Config {
+        let text = format!(
+            "spool_dir = \"/unused\"\n{}\n[[account]]\nname = \"a\"\nserver = \"s\"\ntls = \"implicit\"\nuser = \"u\"\npassword = \"p\"\ndeliver_to = \"x@example.org\"\n",
+            postmaster.map(|p| format!("postmaster = {p:?}")).unwrap_or_default()
+        );
+        Config::parse(&text, std::path::Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn mail_left_on_the_server_is_told_once_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let report = WindowReport {
+            accounts: vec![AccountReport {
+                account: "a".into(),
+                new_oversized: 1,
+                oversized: vec![("U1".into(), 30_000_000)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let notices = after_window(&spool, &report).unwrap();
+        assert_eq!(notices.len(), 1);
+        assert!(notices[0].text.contains("U1: 30000000 bytes"));
+        let config = config(Some("admin@example.org"));
+        assert_eq!(send(&config, &spool, notices.clone()).unwrap(), 1);
+        assert_eq!(
+            send(&config, &spool, notices).unwrap(),
+            0,
+            "not again the same day"
+        );
+        let queued = spool.list().unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].1.envelope.sender, "", "from the null sender");
+        assert_eq!(queued[0].1.envelope.recipients, ["admin@example.org"]);
+    }
+
+    #[test]
+    fn badmail_growth_is_noticed_and_only_growth() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert!(badmail_grew(&spool).unwrap().is_none());
+        std::fs::write(spool.badmail_dir().join("X.eml"), "x").unwrap();
+        let notice = badmail_grew(&spool).unwrap().expect("a notice");
+        assert!(notice.subject.contains("1 message(s) in badmail"));
+        assert!(
+            badmail_grew(&spool).unwrap().is_none(),
+            "no growth, no notice"
+        );
+    }
+
+    #[test]
+    fn without_a_postmaster_notices_are_only_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let notice = Notice {
+            cause: "c".into(),
+            subject: "s".into(),
+            text: "t".into(),
+        };
+        assert_eq!(send(&config(None), &spool, vec![notice]).unwrap(), 0);
+        assert!(spool.list().unwrap().is_empty());
+    }
+}
