@@ -107,6 +107,8 @@ pub fn send(config: &Config, spool: &Spool, notices: Vec<Notice>) -> Result<usiz
         }
         tracing::warn!(cause = %notice.cause, "{}", notice.subject);
         let Some(postmaster) = &config.postmaster else {
+            // Logged only; still once a day.
+            spool.set_note(&key, now)?;
             continue;
         };
         let date = chrono::Local::now().to_rfc2822();
