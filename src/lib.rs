@@ -22,6 +22,7 @@
 //!   whether `spoolctl` opened the spool or asked the daemon over its socket.
 //! - [`alerts`]: notices to the postmaster, through the spool like any mail.
 //! - [`linksim`]: a user-space slow-link simulator for benchmarks and demos.
+//! - [`demo`]: `outpost demo`, with small built-in POP3 and SMTP servers (not the production path).
 //!
 //! Data flows: POP3 server → [`pop3::client::Session`] → [`fetch`] → `spool::MessageWriter` →
 //! `spool::Spool::commit` → `DELE`; and `pickup/` → [`pickup`] → the same writer and commit.
