@@ -44,6 +44,7 @@ pub mod net;
 pub mod pickup;
 pub mod pop3;
 pub mod progress;
+pub mod routing;
 pub mod schedule;
 pub mod secret;
 pub mod smtp;

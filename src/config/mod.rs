@@ -13,6 +13,7 @@ pub use reader::{parse_size, ConfigError};
 use reader::{Errors, Section};
 
 use crate::pop3::{AuthChoice, Mechanism, TlsMode};
+use crate::routing::{Pattern, Route, Routing, DEFAULT_ENVELOPE_HEADERS};
 use crate::schedule::{Schedule, Trigger};
 use crate::secret::Secret;
 
@@ -146,6 +147,8 @@ pub struct Account {
     pub timeout: Duration,
     /// This account's own schedule, instead of the global one.
     pub schedule: Option<Schedule>,
+    /// For a catch-all mailbox: how its mail is routed (then `deliver_to` is not used).
+    pub routing: Option<CatchAll>,
     /// No window for this account sooner than this after its last one.
     pub min_interval: Option<Duration>,
 }
@@ -160,6 +163,15 @@ impl Account {
         };
         schedule
     }
+}
+
+/// A catch-all account's routing, and how long duplicates are remembered.
+#[derive(Debug, Clone)]
+pub struct CatchAll {
+    pub rules: Routing,
+    /// A message seen again (same Message-ID, same recipient) within this time is not delivered
+    /// again.
+    pub duplicate_window: Duration,
 }
 
 /// Where a password or token comes from. Files and commands are read when a session starts, so a
@@ -328,7 +340,7 @@ impl Config {
                             table.span(),
                             &errors,
                         );
-                        if let Some(account) = read_account(&section, base) {
+                        if let Some(account) = read_account(&section, base, postmaster.as_deref()) {
                             if accounts.iter().any(|a: &Account| a.name == account.name) {
                                 section.error(
                                     "name",
@@ -541,7 +553,7 @@ const TLS_CHOICES: &[(&str, TlsMode)] = &[
     ("none", TlsMode::None),
 ];
 
-fn read_account(s: &Section, base: &Path) -> Option<Account> {
+fn read_account(s: &Section, base: &Path, postmaster: Option<&str>) -> Option<Account> {
     let name = s.required_string("name");
     if let Some(name) = &name {
         if name.is_empty()
@@ -575,25 +587,43 @@ fn read_account(s: &Section, base: &Path) -> Option<Account> {
 
     let secret = read_secret(s, base);
 
-    let deliver_to = s.string_list("deliver_to");
-    match &deliver_to {
-        None if !s.has("deliver_to") => s.error(
-            "deliver_to",
-            "is required: the local address(es) that get this mailbox's mail",
-        ),
-        Some(list) if list.is_empty() => s.error("deliver_to", "needs at least one address"),
-        Some(list) => {
-            for addr in list
-                .iter()
-                .filter(|a| !crate::envelope::is_valid_address(a))
-            {
-                s.error(
-                    "deliver_to",
-                    format!("{addr:?} is not an address of the form user@domain"),
-                );
+    let catch_all = match s.string("mode").as_deref() {
+        None | Some("mailbox") => false,
+        Some("catch-all") => true,
+        Some(other) => {
+            s.error(
+                "mode",
+                format!("{other:?} is not \"mailbox\" or \"catch-all\""),
+            );
+            false
+        }
+    };
+    let deliver_to = if catch_all && !s.has("deliver_to") {
+        Some(Vec::new())
+    } else {
+        address_list(s, "deliver_to")
+    };
+    let routing = if catch_all {
+        read_routing(s, postmaster, user.as_deref())
+    } else {
+        None
+    };
+    if !catch_all {
+        for key in [
+            "domains",
+            "envelope_headers",
+            "envelope_header_hop",
+            "fallback",
+            "own_address",
+            "max_passes",
+            "duplicate_window",
+            "route",
+        ] {
+            if s.has(key) {
+                s.item(key);
+                s.error(key, "only for mode = \"catch-all\"");
             }
         }
-        None => {}
     }
     let max_message_size = s.size("max_message_size").unwrap_or(10_000_000);
     let keep = s.boolean("keep").unwrap_or(false);
@@ -637,6 +667,7 @@ fn read_account(s: &Section, base: &Path) -> Option<Account> {
         auth,
         secret: secret?,
         deliver_to: deliver_to?,
+        routing,
         max_message_size,
         keep,
         delete_after,
@@ -644,6 +675,117 @@ fn read_account(s: &Section, base: &Path) -> Option<Account> {
         timeout,
         schedule,
         min_interval,
+    })
+}
+
+/// A required list of valid addresses.
+fn address_list(s: &Section, key: &str) -> Option<Vec<String>> {
+    let list = s.string_list(key);
+    match &list {
+        None if !s.has(key) => s.error(
+            key,
+            "is required: the local address(es) that get this mailbox's mail",
+        ),
+        Some(list) if list.is_empty() => s.error(key, "needs at least one address"),
+        Some(list) => {
+            for addr in list
+                .iter()
+                .filter(|a| !crate::envelope::is_valid_address(a))
+            {
+                s.error(
+                    key,
+                    format!("{addr:?} is not an address of the form user@domain"),
+                );
+            }
+        }
+        None => {}
+    }
+    list
+}
+
+/// The keys of a catch-all account and its `[[account.route]]` tables.
+fn read_routing(s: &Section, postmaster: Option<&str>, user: Option<&str>) -> Option<CatchAll> {
+    let domains: Vec<String> = s
+        .string_list("domains")
+        .unwrap_or_default()
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
+    if domains.is_empty() {
+        s.error(
+            "domains",
+            "a catch-all account needs its local domains, e.g. [\"example.org\"]",
+        );
+    }
+    for d in domains.iter().filter(|d| !is_domain(d)) {
+        s.error("domains", format!("{d:?} is not a domain name"));
+    }
+    let envelope_headers = s.string_list("envelope_headers").unwrap_or_else(|| {
+        DEFAULT_ENVELOPE_HEADERS
+            .iter()
+            .map(|h| h.to_string())
+            .collect()
+    });
+    let hop = s.integer("envelope_header_hop", 0..=20).unwrap_or(1) as usize;
+    let fallback = s
+        .string("fallback")
+        .or_else(|| postmaster.map(str::to_string));
+    match &fallback {
+        None => s.error("fallback", "a catch-all needs a fallback address (or a global postmaster) for mail whose recipients cannot be found"),
+        Some(f) if !crate::envelope::is_valid_address(f) => s.error("fallback", format!("{f:?} is not an address")),
+        Some(_) => {}
+    }
+    let own_address = s.string("own_address").or_else(|| {
+        user.filter(|u| crate::envelope::is_valid_address(u))
+            .map(str::to_string)
+    });
+    let max_passes = s.integer("max_passes", 0..=100).unwrap_or(2) as usize;
+    let duplicate_window =
+        positive_duration(s, "duplicate_window").unwrap_or(Duration::from_secs(7 * 24 * 3600));
+    let mut routes = Vec::new();
+    if let Some(item) = s.item("route") {
+        match item.as_array_of_tables() {
+            None => s.error("route", "write each route as an [[account.route]] table"),
+            Some(array) => {
+                for (i, table) in array.iter().enumerate() {
+                    let r = Section::new(
+                        table,
+                        s.key_path(&format!("route[{}]", i + 1)),
+                        table.span(),
+                        s.errors(),
+                    );
+                    let text = r.required_string("match");
+                    let pattern = text.as_deref().map(Pattern::parse);
+                    if let Some(Err(e)) = &pattern {
+                        r.error("match", e.clone());
+                    }
+                    let deliver_to = address_list(&r, "deliver_to");
+                    if let (Some(text), Some(Ok(pattern)), Some(deliver_to)) =
+                        (text, pattern, deliver_to)
+                    {
+                        routes.push(Route {
+                            text,
+                            pattern,
+                            deliver_to,
+                        });
+                    }
+                    r.finish();
+                }
+            }
+        }
+    }
+    let rules = Routing {
+        domains,
+        envelope_headers,
+        hop,
+        routes,
+        fallback: fallback?,
+        own_address,
+        max_passes,
+    };
+    Some(CatchAll {
+        rules,
+        duplicate_window,
     })
 }
 
@@ -764,6 +906,63 @@ delete_after = "soon"
                 "{key} not in {shown}"
             );
         }
+    }
+
+    #[test]
+    fn a_catch_all_account_with_routes() {
+        let text = r#"
+spool_dir = "/x"
+postmaster = "postmaster@example.org"
+
+[[account]]
+name = "domain"
+server = "pop.example.net"
+tls = "implicit"
+user = "catchall@example.net"
+password = "p"
+mode = "catch-all"
+domains = ["Example.org"]
+envelope_header_hop = 2
+
+[[account.route]]
+match = "sales"
+deliver_to = ["team@example.org"]
+
+[[account.route]]
+match = "/[/"
+deliver_to = "x@example.org"
+"#;
+        let errors = Config::parse(text, Path::new("/")).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("line 20: account[1].route[2].match:"),
+            "{}",
+            errors[0]
+        );
+        let config =
+            Config::parse(&text.replace("/[/", "list-*@example.org"), Path::new("/")).unwrap();
+        let catch_all = config.accounts[0].routing.as_ref().unwrap();
+        assert_eq!(catch_all.rules.domains, ["example.org"]);
+        assert_eq!(catch_all.rules.hop, 2);
+        assert_eq!(
+            catch_all.rules.fallback, "postmaster@example.org",
+            "the postmaster by default"
+        );
+        assert_eq!(
+            catch_all.rules.own_address.as_deref(),
+            Some("catchall@example.net")
+        );
+        assert_eq!(catch_all.rules.routes.len(), 2);
+        let plain = text.replace("mode = \"catch-all\"\n", "");
+        let errors = Config::parse(&plain, Path::new("/")).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.to_string().contains("domains: only for mode")),
+            "{errors:?}"
+        );
     }
 
     #[tokio::test]

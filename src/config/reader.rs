@@ -105,6 +105,11 @@ impl<'a, 's> Section<'a, 's> {
         }
     }
 
+    /// Where this section's errors go (for a sub-table read by hand).
+    pub fn errors(&self) -> &'a Errors<'s> {
+        self.errors
+    }
+
     /// The full dotted name of `key` in this section.
     pub fn key_path(&self, key: &str) -> String {
         if self.path.is_empty() {
