@@ -178,6 +178,18 @@ fn queue_id(id: &str) -> Result<QueueId, AdminError> {
     id.parse().map_err(|_| AdminError::NotFound(id.into()))
 }
 
+/// The start of a message (its header section, as far as [`spool::HEADER_PREREAD`] goes).
+pub fn head(spool: &Spool, id: &str) -> Result<Vec<u8>, AdminError> {
+    let (row, path) = find(spool, id)?;
+    Ok(if row.state == "badmail" {
+        std::fs::File::open(&path)
+            .map(read_head)
+            .map_err(|e| AdminError::Io(path, e))?
+    } else {
+        read_head(spool.open_message(queue_id(&row.id)?)?.1)
+    })
+}
+
 /// The message's bytes as received (without the spool's header block), streamed into `out`.
 pub fn copy_body(spool: &Spool, id: &str, out: &mut dyn std::io::Write) -> Result<(), AdminError> {
     let (row, path) = find(spool, id)?;

@@ -88,6 +88,20 @@ fn execute_inner(
                 writeln!(out, "{}", serde_json::to_string_pretty(&row)?)?;
             } else {
                 write_row_long(out, &row, &path)?;
+                let catch_all = config
+                    .accounts
+                    .iter()
+                    .find(|a| a.name == row.account)
+                    .and_then(|a| a.routing.as_ref());
+                if let Some(catch_all) = catch_all {
+                    let decision = catch_all
+                        .rules
+                        .route(&admin::head(spool, id)?, &row.account);
+                    writeln!(out, "routing (by the current rules):")?;
+                    for line in decision.explain().lines() {
+                        writeln!(out, "  {line}")?;
+                    }
+                }
             }
             if *body {
                 writeln!(out)?;

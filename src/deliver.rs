@@ -265,6 +265,18 @@ async fn deliver_one(
         badmail(pass, id, entry, &entry.envelope.recipients, reply, true)?;
         return Ok(true);
     }
+    if entry.envelope.recipients.is_empty() {
+        // A catch-all's loop or duplicate whose fate a crash interrupted: nobody to send it to.
+        badmail(
+            pass,
+            id,
+            entry,
+            &[],
+            "not sent: the message has no recipient".into(),
+            true,
+        )?;
+        return Ok(true);
+    }
     let (valid, invalid): (Vec<String>, Vec<String>) = entry
         .envelope
         .recipients

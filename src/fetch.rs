@@ -103,6 +103,12 @@ pub struct AccountReport {
     pub skipped: Option<String>,
     /// Why messages were left for the next window (a cap of the window, or shutdown).
     pub capped: Option<&'static str>,
+    /// Catch-all: copies not delivered again (same Message-ID and recipient seen before).
+    pub duplicates: u64,
+    /// Catch-all: messages sent to the fallback address (recipients not found).
+    pub fallback: u64,
+    /// Catch-all: messages recognised as a mail loop and sent to badmail.
+    pub loops: u64,
     pub elapsed: Duration,
 }
 
@@ -262,6 +268,19 @@ pub async fn fetch_account(job: &Job<'_>) -> AccountReport {
 struct Plan {
     retrieve: VecDeque<Listed>,
     delete: VecDeque<u32>,
+    /// Catch-all: "Message-ID recipient" keys already delivered (and those of this session).
+    duplicates: Arc<Mutex<HashSet<String>>>,
+}
+
+/// What happens to a committed message besides its DELE (catch-all outcomes).
+#[derive(Debug, Clone)]
+enum AfterCommit {
+    /// Queue it for delivery (the usual case).
+    Queue,
+    /// Every recipient had it already: it leaves the queue at once.
+    Duplicate,
+    /// A mail loop: to badmail with the reason.
+    Loop(String),
 }
 
 fn login_too_soon(record: &AccountRecord, now: u64) -> Option<u64> {
@@ -353,7 +372,7 @@ async fn session(job: &Job<'_>, report: &mut AccountReport) -> Result<(), FetchE
 /// Commits the downloaded messages in one spool commit, then queues their deletion.
 async fn commit(
     spool: &Spool,
-    uncommitted: &mut Vec<(Spooled, u32)>,
+    uncommitted: &mut Vec<(Spooled, u32, AfterCommit)>,
     account: &Account,
     plan: &mut Plan,
     report: &mut AccountReport,
@@ -364,12 +383,33 @@ async fn commit(
     let batch = std::mem::take(uncommitted);
     let spool = spool.clone();
     let batch = tokio::task::spawn_blocking(move || {
-        let spooled: Vec<Spooled> = batch.iter().map(|(s, _)| s.clone()).collect();
-        spool.commit(&spooled).map(|()| batch)
+        let spooled: Vec<Spooled> = batch.iter().map(|(s, _, _)| s.clone()).collect();
+        spool.commit(&spooled)?;
+        // Durable now; what a catch-all decided for some of them happens after the commit, so
+        // that a crash in between leaves the message in the queue, never lost.
+        for (spooled, _, after) in &batch {
+            match after {
+                AfterCommit::Queue => {}
+                AfterCommit::Duplicate => spool.remove_delivered(spooled.id())?,
+                AfterCommit::Loop(reason) => {
+                    let reason = spool::BadmailReason {
+                        reply: reason.clone(),
+                        attempts: 0,
+                    };
+                    spool.to_badmail(spooled.id(), &[], &reason, true)?;
+                }
+            }
+        }
+        Ok::<_, SpoolError>(batch)
     })
     .await
     .map_err(|e| FetchError::Task(e.to_string()))??;
-    for (spooled, number) in batch {
+    for (spooled, number, after) in batch {
+        match after {
+            AfterCommit::Queue => {}
+            AfterCommit::Duplicate => report.duplicates += 1,
+            AfterCommit::Loop(_) => report.loops += 1,
+        }
         report.fetched += 1;
         report.bytes += spooled.size;
         if !account.keep {
@@ -386,7 +426,7 @@ async fn transfer(
     job: &Job<'_>,
     pop: &mut Session,
     plan: &mut Plan,
-    uncommitted: &mut Vec<(Spooled, u32)>,
+    uncommitted: &mut Vec<(Spooled, u32, AfterCommit)>,
     report: &mut AccountReport,
 ) -> Result<bool, FetchError> {
     let (account, spool) = (job.account, job.spool);
@@ -461,9 +501,9 @@ async fn transfer(
         match command {
             Command::Dele(_) => read_dele(pop, account, command, report).await?,
             Command::Retr(message) => {
-                if let Some(spooled) = retrieve(job, pop, &message, report).await? {
+                if let Some((spooled, after)) = retrieve(job, pop, plan, &message, report).await? {
                     uncommitted_bytes += spooled.size;
-                    uncommitted.push((spooled, message.number));
+                    uncommitted.push((spooled, message.number, after));
                 }
             }
         }
@@ -536,9 +576,29 @@ fn make_plan(
         Some(local) => local.min(account.max_message_size),
         None => account.max_message_size,
     };
+    let duplicates = match &account.routing {
+        Some(catch_all) => {
+            let marks = spool.uidls(UidlSet::Duplicate, &account.name)?;
+            let expired: Vec<&str> = marks
+                .iter()
+                .filter(|(_, m)| {
+                    now.saturating_sub(m.first_seen) > catch_all.duplicate_window.as_secs()
+                })
+                .map(|(k, _)| k.as_str())
+                .collect();
+            spool.forget_uidls(UidlSet::Duplicate, &account.name, expired.iter().copied())?;
+            marks
+                .keys()
+                .filter(|k| !expired.contains(&k.as_str()))
+                .cloned()
+                .collect()
+        }
+        None => HashSet::new(),
+    };
     let mut plan = Plan {
         retrieve: VecDeque::new(),
         delete: VecDeque::new(),
+        duplicates: Arc::new(Mutex::new(duplicates)),
     };
     for message in listed {
         let mark = message.uidl.as_ref().and_then(|u| seen.get(u));
@@ -574,9 +634,10 @@ fn make_plan(
 async fn retrieve(
     job: &Job<'_>,
     pop: &mut Session,
+    plan: &Plan,
     message: &Listed,
     report: &mut AccountReport,
-) -> Result<Option<Spooled>, FetchError> {
+) -> Result<Option<(Spooled, AfterCommit)>, FetchError> {
     let (account, spool, progress) = (job.account, job.spool, job.progress);
     match pop.read_reply("RETR").await? {
         Reply::Ok(_) => {}
@@ -599,12 +660,24 @@ async fn retrieve(
         uidl: message.uidl.clone(),
         arrived: spool::now(),
     };
-    let recipients = account.deliver_to.clone();
     let domain = job.default_domain.map(str::to_string);
-    let mut writer = spool.writer(origin, move |headers| Envelope {
-        sender: envelope::sender_from_headers(headers, domain.as_deref()),
-        recipients,
-    })?;
+    let after = Arc::new(Mutex::new((AfterCommit::Queue, false)));
+    let mut writer = match &account.routing {
+        None => {
+            let recipients = account.deliver_to.clone();
+            spool.writer(origin, move |headers| Envelope {
+                sender: envelope::sender_from_headers(headers, domain.as_deref()),
+                recipients,
+            })?
+        }
+        Some(catch_all) => {
+            let (rules, name) = (catch_all.rules.clone(), account.name.clone());
+            let (seen, after) = (plan.duplicates.clone(), after.clone());
+            spool.writer_resolved(origin, move |headers| {
+                route(&rules, &name, headers, domain.as_deref(), &seen, &after)
+            })?
+        }
+    };
     let body = pop
         .read_body(|chunk| {
             progress
@@ -618,5 +691,57 @@ async fn retrieve(
         .await
         .map_err(|e| FetchError::Task(e.to_string()))??;
     progress.messages.fetch_add(1, Ordering::Relaxed);
-    Ok(Some(spooled))
+    let (after, fallback) = after.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    report.fallback += u64::from(fallback);
+    Ok(Some((spooled, after)))
+}
+
+/// A catch-all's decision for one message, as the spool writer wants it: the envelope, the trace
+/// headers on top, and the duplicate marks to record with it.
+fn route(
+    rules: &crate::routing::Routing,
+    account: &str,
+    headers: &[u8],
+    default_domain: Option<&str>,
+    seen: &Mutex<HashSet<String>>,
+    after: &Mutex<(AfterCommit, bool)>,
+) -> spool::Resolved {
+    let decision = rules.route(headers, account);
+    let sender = envelope::sender_from_headers(headers, default_domain);
+    let prefix = decision.trace_headers(account);
+    if let crate::routing::Decision::Loop { reason } = &decision {
+        after.lock().unwrap_or_else(|p| p.into_inner()).0 = AfterCommit::Loop(reason.clone());
+        return spool::Resolved {
+            envelope: Envelope {
+                sender,
+                recipients: Vec::new(),
+            },
+            prefix,
+            marks: Vec::new(),
+        };
+    }
+    let mut recipients = decision.recipients();
+    let mut marks = Vec::new();
+    if let Some(id) = decision.message_id() {
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        recipients.retain(|r| {
+            let key = format!("{id} {}", r.to_ascii_lowercase());
+            let new = seen.insert(key.clone());
+            if new {
+                marks.push(key);
+            }
+            new
+        });
+        if recipients.is_empty() {
+            after.lock().unwrap_or_else(|p| p.into_inner()).0 = AfterCommit::Duplicate;
+        }
+    }
+    if matches!(decision, crate::routing::Decision::Fallback { .. }) {
+        after.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+    }
+    spool::Resolved {
+        envelope: Envelope { sender, recipients },
+        prefix,
+        marks,
+    }
 }

@@ -114,6 +114,12 @@ pub fn summary(report: &WindowReport) -> String {
             a.deleted,
             a.elapsed.as_secs_f64()
         ));
+        if a.duplicates + a.fallback + a.loops > 0 {
+            out.push_str(&format!(
+                "  catch-all: {} duplicate cop(ies) not delivered again, {} to the fallback, {} loop(s) to badmail\n",
+                a.duplicates, a.fallback, a.loops
+            ));
+        }
         for (uidl, size) in &a.oversized {
             out.push_str(&format!(
                 "  left on the server, too large: {uidl} ({})\n",

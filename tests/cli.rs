@@ -73,3 +73,36 @@ fn json_log_lines_on_request() {
         .unwrap()
         .contains("readable by every user"));
 }
+
+#[test]
+fn route_dry_runs_the_catch_all_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        "spool_dir = \"/tmp/x\"\n[[account]]\nname = \"domain\"\nserver = \"s\"\ntls = \"implicit\"\nuser = \"u\"\npassword = \"p\"\nmode = \"catch-all\"\ndomains = [\"example.org\"]\nfallback = \"admin@example.org\"\n\n[[account.route]]\nmatch = \"list-*@example.org\"\ndeliver_to = \"folder@example.org\"\n",
+    )
+    .unwrap();
+    let fixtures = support::repo_root().join("tests/fixtures/routing");
+    let run = |fixture: &str| {
+        let output = outpost(&[
+            "--config",
+            config.to_str().unwrap(),
+            "route",
+            fixtures.join(fixture).to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(
+        run("delivered-to.eml").contains("ann@example.org (from Delivered-To) -> ann@example.org")
+    );
+    assert!(
+        run("mailing-list.eml").contains("via route \"list-*@example.org\" -> folder@example.org")
+    );
+    assert!(run("bcc.eml").starts_with("fallback -> admin@example.org:"));
+}

@@ -42,7 +42,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use file::FileHeader;
-pub use writer::{MessageWriter, Spooled, HEADER_PREREAD};
+pub use writer::{MessageWriter, Resolved, Spooled, HEADER_PREREAD};
 
 /// Errors of the spool. Every one of them means "not durable": the caller must not acknowledge.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +233,9 @@ pub enum UidlSet {
     Seen,
     /// Too large to fetch: left on the server, reported once.
     Oversized,
+    /// Message-ID and recipient of a message a catch-all delivered: a copy seen again is not
+    /// delivered again.
+    Duplicate,
 }
 
 impl UidlSet {
@@ -240,6 +243,7 @@ impl UidlSet {
         match self {
             UidlSet::Seen => b"s/",
             UidlSet::Oversized => b"o/",
+            UidlSet::Duplicate => b"d/",
         }
     }
 }
@@ -422,6 +426,19 @@ impl Spool {
         origin: Origin,
         envelope: impl FnOnce(&[u8]) -> Envelope + Send + 'static,
     ) -> Result<MessageWriter> {
+        self.writer_resolved(origin, move |headers| Resolved {
+            envelope: envelope(headers),
+            ..Default::default()
+        })
+    }
+
+    /// Like [`Spool::writer`], for a caller that also adds trace headers on top of the message or
+    /// records duplicate marks with it.
+    pub fn writer_resolved(
+        &self,
+        origin: Origin,
+        resolve: impl FnOnce(&[u8]) -> Resolved + Send + 'static,
+    ) -> Result<MessageWriter> {
         if !file::is_clean(&origin.account) {
             return Err(SpoolError::Unclean {
                 what: "account name",
@@ -437,7 +454,7 @@ impl Spool {
         let id = self.next_id();
         let tmp = self.tmp_dir().join(format!("{id}.tmp"));
         let dest = self.message_path(id);
-        MessageWriter::create(id, origin, Box::new(envelope), tmp, dest)
+        MessageWriter::create(id, origin, Box::new(resolve), tmp, dest)
     }
 
     /// Makes a batch of finished messages durable and visible: fsyncs `queue/`, indexes every
@@ -465,6 +482,16 @@ impl Spool {
                 };
                 writes.insert(
                     uidl_key(UidlSet::Seen, &msg.header.origin.account, uidl),
+                    encode(&mark),
+                );
+            }
+            for key in &msg.marks {
+                let mark = UidlMark {
+                    first_seen: msg.header.origin.arrived,
+                    size: msg.size,
+                };
+                writes.insert(
+                    uidl_key(UidlSet::Duplicate, &msg.header.origin.account, key),
                     encode(&mark),
                 );
             }

@@ -12,7 +12,18 @@ use crate::{Envelope, IoContext, Origin, QueueId, Result, SpoolError};
 /// message itself is stored whole.
 pub const HEADER_PREREAD: usize = 64 * 1024;
 
-type EnvelopeFn = Box<dyn FnOnce(&[u8]) -> Envelope + Send>;
+/// What the caller decides once it has seen the header section.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub envelope: Envelope,
+    /// Header lines put on top of the message as received (trace headers such as a loop counter).
+    pub prefix: Vec<u8>,
+    /// Keys recorded in [`crate::UidlSet::Duplicate`] for the message's account in the same
+    /// commit as the message (so a crash cannot record them without the message).
+    pub marks: Vec<String>,
+}
+
+type ResolveFn = Box<dyn FnOnce(&[u8]) -> Resolved + Send>;
 
 /// A message being written. Dropping it without [`MessageWriter::finish`] removes its file, so an
 /// aborted download leaves nothing behind.
@@ -20,7 +31,8 @@ pub struct MessageWriter {
     id: QueueId,
     origin: Origin,
     /// Present until the header section has been seen and the file's header block written.
-    envelope: Option<EnvelopeFn>,
+    envelope: Option<ResolveFn>,
+    marks: Vec<String>,
     preread: Vec<u8>,
     header: Option<FileHeader>,
     file: BufWriter<File>,
@@ -39,6 +51,8 @@ pub struct Spooled {
     pub size: u64,
     /// Whether it has bytes outside 7-bit ASCII (SMTP then wants BODY=8BITMIME).
     pub eight_bit: bool,
+    /// Duplicate marks to record with it.
+    pub marks: Vec<String>,
 }
 
 impl Spooled {
@@ -51,7 +65,7 @@ impl MessageWriter {
     pub(crate) fn create(
         id: QueueId,
         origin: Origin,
-        envelope: EnvelopeFn,
+        envelope: ResolveFn,
         tmp: PathBuf,
         dest: PathBuf,
     ) -> Result<MessageWriter> {
@@ -64,6 +78,7 @@ impl MessageWriter {
             id,
             origin,
             envelope: Some(envelope),
+            marks: Vec::new(),
             preread: Vec::new(),
             header: None,
             file: BufWriter::with_capacity(64 * 1024, file),
@@ -108,7 +123,12 @@ impl MessageWriter {
         };
         let held = std::mem::take(&mut self.preread);
         let end = headers_end(&held).unwrap_or(held.len().min(HEADER_PREREAD));
-        let envelope = resolve(&held[..end]);
+        let Resolved {
+            envelope,
+            prefix,
+            marks,
+        } = resolve(&held[..end]);
+        self.marks = marks;
         for value in std::iter::once(&envelope.sender).chain(&envelope.recipients) {
             if !is_clean(value) {
                 return Err(SpoolError::Unclean {
@@ -123,6 +143,8 @@ impl MessageWriter {
             envelope,
         };
         self.file.write_all(&header.encode()).at(&self.tmp)?;
+        self.file.write_all(&prefix).at(&self.tmp)?;
+        self.size += prefix.len() as u64;
         self.file.write_all(&held).at(&self.tmp)?;
         self.header = Some(header);
         Ok(())
@@ -141,6 +163,7 @@ impl MessageWriter {
             header,
             size: self.size,
             eight_bit: self.eight_bit,
+            marks: std::mem::take(&mut self.marks),
         })
     }
 }

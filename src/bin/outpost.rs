@@ -46,6 +46,14 @@ enum Command {
     /// Take in the pickup folder, deliver every message that is due to the local mail server,
     /// once, and print a summary.
     Deliver,
+    /// Show how a catch-all account would route a message (a dry run, for writing routes).
+    Route {
+        /// The message, as an .eml file.
+        file: std::path::PathBuf,
+        /// The catch-all account (needed when there are several).
+        #[arg(long)]
+        account: Option<String>,
+    },
     /// Check the configuration and print every error found.
     CheckConfig,
 }
@@ -81,6 +89,7 @@ fn main() -> ExitCode {
         }
         Command::Fetch { account } => fetch(config, account),
         Command::Deliver => deliver(config),
+        Command::Route { file, account } => route(&config, &file, account.as_deref()),
         Command::Run => run(config, args.config.config.clone()),
         Command::Demo { .. } => unreachable!("handled before the configuration is read"),
     };
@@ -179,5 +188,35 @@ fn demo(dir: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut out = std::io::stdout();
     runtime.block_on(outpost::demo::run(&dir, &mut out))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn route(
+    config: &Config,
+    file: &std::path::Path,
+    account: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let catch_alls: Vec<_> = config
+        .accounts
+        .iter()
+        .filter(|a| a.routing.is_some())
+        .filter(|a| account.is_none_or(|n| a.name == n))
+        .collect();
+    let account = match catch_alls.as_slice() {
+        [one] => one,
+        [] => anyhow::bail!(
+            "no catch-all account{} in the configuration",
+            account.map(|n| format!(" named {n:?}")).unwrap_or_default()
+        ),
+        _ => anyhow::bail!("several catch-all accounts: name one with --account"),
+    };
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(file)
+        .with_context(|| format!("opening {}", file.display()))?
+        .take(spool::HEADER_PREREAD as u64)
+        .read_to_end(&mut head)?;
+    let rules = &account.routing.as_ref().expect("filtered on routing").rules;
+    print!("{}", rules.route(&head, &account.name).explain());
     Ok(ExitCode::SUCCESS)
 }
