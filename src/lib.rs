@@ -20,6 +20,7 @@
 //! - [`daemon`]: `outpost run`, the deliverer, pickup watcher and scheduler loops together.
 //! - [`admin`]: what `spoolctl` shows and does to the queue; [`control`] renders it, the same
 //!   whether `spoolctl` opened the spool or asked the daemon over its socket.
+//! - [`routing`]: catch-all mailboxes: which local recipients a message is for.
 //! - [`alerts`]: notices to the postmaster, through the spool like any mail.
 //! - [`linksim`]: a user-space slow-link simulator for benchmarks and demos.
 //! - [`demo`]: `outpost demo`, with small built-in POP3 and SMTP servers (not the production path).

@@ -14,7 +14,7 @@ fn the_sample_configuration_is_valid() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("ok, 2 account(s)"), "{stdout}");
+    assert!(stdout.contains("ok, 3 account(s)"), "{stdout}");
 }
 
 #[test]
