@@ -129,4 +129,6 @@ fn a_loop_is_recognised() {
         Decision::Loop { reason } => assert!(reason.contains("3 times")),
         other => panic!("{other:?}"),
     }
+    // The provider's Delivered-To with the catch-all's own address, again and again.
+    assert!(matches!(decide("own-address-loop.eml"), Decision::Loop { .. }));
 }
