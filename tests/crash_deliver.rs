@@ -14,38 +14,13 @@ use std::time::{Duration, Instant};
 
 use support::{queue_message, Postfix};
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 const QUEUED: usize = 400;
 const PICKED_UP: usize = 100;
 const SESSIONS: usize = 2;
 
 fn main() {
-    let kills_wanted: usize = std::env::var("OUTPOST_CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    let seed = std::env::var("OUTPOST_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("crash_deliver: seed {seed} (OUTPOST_CRASH_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
+    let kills_wanted = support::crash::kills_wanted(30);
+    let mut rng = support::crash::Rng::from_env("crash_deliver");
 
     let postfix = Postfix::start(10_240_000);
     let dir = tempfile::tempdir().unwrap();

@@ -12,38 +12,9 @@ use std::time::{Duration, Instant};
 
 use support::{dovecot_account, message, spooled_ids, Dovecot};
 
-/// xorshift64*: enough randomness for kill times, and replayable from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn main() {
-    let kills_wanted: usize = std::env::var("OUTPOST_CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let seed = std::env::var("OUTPOST_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("crash_fetch: seed {seed} (OUTPOST_CRASH_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
+    let kills_wanted = support::crash::kills_wanted(50);
+    let mut rng = support::crash::Rng::from_env("crash_fetch");
 
     let users = ["crash1", "crash2"];
     let dovecot = Dovecot::start(&users.map(|u| (u, "pw")));
@@ -57,7 +28,7 @@ fn main() {
     std::fs::write(&config, support::config_text(&spool_dir, &accounts)).unwrap();
 
     let mut delivered = Vec::new();
-    let mut deliver = |rng: &mut Rng, count: usize| {
+    let mut deliver = |rng: &mut support::crash::Rng, count: usize| {
         for _ in 0..count {
             let user = users[rng.below(users.len() as u64) as usize];
             let id = format!("c{}", delivered.len());

@@ -130,5 +130,8 @@ fn a_loop_is_recognised() {
         other => panic!("{other:?}"),
     }
     // The provider's Delivered-To with the catch-all's own address, again and again.
-    assert!(matches!(decide("own-address-loop.eml"), Decision::Loop { .. }));
+    assert!(matches!(
+        decide("own-address-loop.eml"),
+        Decision::Loop { .. }
+    ));
 }

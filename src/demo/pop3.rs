@@ -39,7 +39,7 @@ pub async fn serve(mailboxes: Mailboxes) -> std::io::Result<SocketAddr> {
 }
 
 /// Byte-stuffs a message and ends it with the `.` line (RFC 1939 §3).
-fn stuff(message: &[u8]) -> Vec<u8> {
+pub fn stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 16);
     let mut at_line_start = true;
     for &b in message {

@@ -2,6 +2,7 @@
 //! server that produces faults on demand, and helpers to look into a spool.
 #![allow(dead_code)]
 
+pub mod crash;
 pub mod scripted;
 pub mod scripted_smtp;
 

@@ -142,23 +142,6 @@ fn take_fault(state: &Mutex<State>, pick: impl Fn(&Fault) -> bool) -> Option<Fau
     Some(state.faults.remove(pos))
 }
 
-fn stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 16);
-    let mut at_line_start = true;
-    for &b in message {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    if !at_line_start {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
 async fn serve(
     socket: TcpStream,
     state: Arc<Mutex<State>>,
@@ -312,7 +295,7 @@ async fn serve(
                     }
                     Some((_, uidl, size)) => {
                         let message = state.lock().unwrap().mailbox[n - 1].1.clone();
-                        let body = stuff(&message);
+                        let body = outpost::demo::pop3::stuff(&message);
                         write
                             .write_all(format!("+OK {size} octets\r\n").as_bytes())
                             .await?;
