@@ -1,5 +1,6 @@
-//! `outpost`: fetch windows and (later) the daemon. Argument parsing and error reporting only;
-//! the work is in the library.
+//! `outpost`: the service (`run`), one-shot jobs (`fetch`, `deliver`), the demo and the tools for
+//! administrators (`check-config`, `route`). Argument parsing and error reporting only; the work
+//! is in the library.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -73,7 +74,7 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             return cli::config_error();
         }
-        Err(e) => {
+        Err(e @ LoadError::Read(..)) => {
             eprintln!("outpost: {e}");
             return cli::config_error();
         }
