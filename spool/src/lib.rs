@@ -335,9 +335,22 @@ impl Spool {
     /// Fails with [`SpoolError::Locked`] at once when another process holds the spool.
     pub fn open(dir: impl AsRef<Path>) -> Result<Spool> {
         let dir = dir.as_ref().to_path_buf();
-        for sub in ["", "queue", "tmp", "pickup", "badmail"] {
+        // Mail is private: the queue, the index and badmail are the owner's alone (0700), the
+        // spool itself may only be passed through (0711) so that pickup/ stays reachable for
+        // whoever the administrator lets write there.
+        for (sub, mode) in [
+            ("", 0o711),
+            ("queue", 0o700),
+            ("tmp", 0o700),
+            ("pickup", 0o755),
+            ("badmail", 0o700),
+        ] {
             let path = dir.join(sub);
+            let existed = path.is_dir();
             fs::create_dir_all(&path).at(&path)?;
+            if !existed || mode == 0o700 {
+                set_mode(&path, mode)?;
+            }
         }
         let lock_path = dir.join("lock");
         let lock = fs::OpenOptions::new()
@@ -694,7 +707,7 @@ impl Spool {
     /// Writes `badmail/NAME.reason`, fsynced, under a temporary name first.
     fn write_reason(&self, name: &str, text: &str) -> Result<()> {
         let tmp = self.tmp_dir().join(format!("{name}.reason"));
-        let mut file = File::create(&tmp).at(&tmp)?;
+        let mut file = create_private(&tmp)?;
         file.write_all(text.as_bytes())
             .and_then(|_| file.sync_all())
             .at(&tmp)?;
@@ -740,7 +753,7 @@ impl Spool {
         let eml = dir.join(format!("{name}.eml"));
         let tmp = self.tmp_dir().join(format!("{name}.badmail"));
         {
-            let mut out = io::BufWriter::new(File::create(&tmp).at(&tmp)?);
+            let mut out = io::BufWriter::new(create_private(&tmp)?);
             let sender = if header.envelope.sender.is_empty() {
                 "<>"
             } else {
@@ -873,6 +886,23 @@ impl Spool {
         }
         Ok(found)
     }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).at(path)
+}
+
+/// Creates a file only its owner can read (mail and its reasons).
+pub(crate) fn create_private(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .at(path)
 }
 
 fn id_of_key(key: &[u8]) -> QueueId {

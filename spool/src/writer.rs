@@ -2,6 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::file::{is_clean, FileHeader};
@@ -71,6 +72,7 @@ impl MessageWriter {
     ) -> Result<MessageWriter> {
         let file = fs::OpenOptions::new()
             .write(true)
+            .mode(0o600)
             .create_new(true)
             .open(&tmp)
             .at(&tmp)?;

@@ -185,3 +185,29 @@ fn control_characters_cannot_enter_the_header_block() {
         .unwrap();
     assert!(w.write(MESSAGE).is_err() || w.finish().is_err());
 }
+
+#[test]
+fn mail_in_the_spool_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("spool");
+    let spool = Spool::open(&root).unwrap();
+    let mut w = spool.writer(origin("p"), envelope).unwrap();
+    w.write(MESSAGE).unwrap();
+    let spooled = w.finish().unwrap();
+    spool.commit(std::slice::from_ref(&spooled)).unwrap();
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&spool.message_path(spooled.id())), 0o600);
+    assert_eq!(mode(&root.join("queue")), 0o700);
+    assert_eq!(mode(&root.join("badmail")), 0o700);
+    assert_eq!(mode(&root), 0o711);
+    let reason = spool::BadmailReason {
+        reply: "550".into(),
+        attempts: 1,
+    };
+    let eml = spool
+        .to_badmail(spooled.id(), &["b@example.org".into()], &reason, true)
+        .unwrap();
+    assert_eq!(mode(&eml), 0o600);
+    assert_eq!(mode(&eml.with_extension("reason")), 0o600);
+}
