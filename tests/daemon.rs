@@ -55,6 +55,18 @@ fn the_service_fetches_in_windows_delivers_reloads_and_stops() {
         "{log_text}"
     );
 
+    // `outpost fetch` while the daemon owns the spool asks the daemon for the window.
+    std::fs::write(&config, &config_text).unwrap();
+    dovecot.deliver("field", &message("third", "fetched on request"));
+    let output = support::outpost(&["--config", config.to_str().unwrap(), "fetch"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("field:"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(postfix.wait_for(3).len(), 3);
+
     signal(&child, libc::SIGTERM);
     let started = Instant::now();
     let status = loop {

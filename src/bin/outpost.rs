@@ -113,7 +113,33 @@ fn fetch(config: Config, only: Option<String>) -> anyhow::Result<ExitCode> {
             only.unwrap_or_default()
         );
     }
-    let spool = open_spool(&config)?;
+    let spool = match spool::Spool::open(&config.spool_dir) {
+        Ok(spool) => spool,
+        Err(spool::SpoolError::Locked(dir)) => {
+            // The daemon owns the spool: ask it for the window, as `spoolctl fetch` does.
+            let call = outpost::control::Call {
+                request: outpost::control::Request::Fetch { account: only },
+                json: false,
+            };
+            let (code, error) = outpost::control::call_daemon(&dir, &call, &mut std::io::stdout())
+                .with_context(|| {
+                    format!(
+                        "the spool {} is in use, and no daemon answers on its control socket",
+                        dir.display()
+                    )
+                })?;
+            if !error.is_empty() {
+                eprintln!("outpost: {error}");
+            }
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        Err(e) => {
+            return Err(e).context(format!(
+                "opening the spool in {}",
+                config.spool_dir.display()
+            ))
+        }
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(async {
         let display = LiveDisplay::start(accounts.iter().map(|(_, p)| Arc::clone(p)).collect());
