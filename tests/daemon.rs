@@ -8,6 +8,16 @@ use std::time::{Duration, Instant};
 
 use support::{dovecot_account, message, Dovecot, Postfix};
 
+/// Starts `outpost run` with `config`, its log going to `log`.
+fn start_daemon(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 fn signal(child: &std::process::Child, signal: i32) {
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
@@ -28,13 +38,7 @@ fn the_service_fetches_in_windows_delivers_reloads_and_stops() {
     );
     let config = dir.path().join("outpost.toml");
     std::fs::write(&config, &config_text).unwrap();
-    let log = std::fs::File::create(dir.path().join("outpost.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = start_daemon(&config, &dir.path().join("outpost.log"));
 
     dovecot.deliver(
         "field",
@@ -114,12 +118,7 @@ fn a_refused_password_in_two_windows_sends_the_postmaster_exactly_one_notice() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("outpost.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = start_daemon(&config, &dir.path().join("outpost.log"));
     let notice = std::panic::catch_unwind(|| postfix.wait_for(1)).unwrap_or_else(|_| {
         panic!(
             "no notice; the log:\n{}",
@@ -165,11 +164,7 @@ fn sigterm_in_the_middle_of_a_window_loses_nothing_and_takes_the_link_down() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start_daemon(&config, &dir.path().join("outpost.log"));
     // Wait until the window is under way, then stop.
     let started = Instant::now();
     while support::spooled_ids(&spool_dir).len() < 20 {
@@ -241,11 +236,7 @@ fn requeue_of_a_badmail_file_through_the_daemon_delivers_it() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start_daemon(&config, &dir.path().join("outpost.log"));
     let socket = spool_dir.join("control.sock");
     for _ in 0..100 {
         if socket.exists() {
