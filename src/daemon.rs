@@ -350,25 +350,33 @@ async fn schedule_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Binds the control socket so that nobody but its owner can ever connect: it is made in the
+/// spool's private `tmp/` (mode 0700), given mode 0600 there, and only then renamed into place.
+/// A socket file left by a crash is ours to replace, since we hold the spool's lock.
+fn bind_private(
+    spool: &Spool,
+    path: &std::path::Path,
+) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let staging = spool.dir().join("tmp").join("control.sock");
+    let _ = std::fs::remove_file(&staging);
+    let listener = tokio::net::UnixListener::bind(&staging)?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staging, path)?;
+    Ok(listener)
+}
+
 /// Serves `spoolctl` on the control socket until shutdown.
 async fn control_loop(shared: Arc<Shared>) {
     let path = crate::control::socket_path(shared.spool.dir());
     // A socket file left by a crash: ours to replace, since we hold the spool's lock.
-    let _ = std::fs::remove_file(&path);
-    let listener = match tokio::net::UnixListener::bind(&path) {
+    let listener = match bind_private(&shared.spool, &path) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(socket = %path.display(), error = %e, "cannot open the control socket; spoolctl will not reach the daemon");
             return;
         }
     };
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
-            tracing::error!(error = %e, "cannot restrict the control socket to its owner");
-            return;
-        }
-    }
     let mut stop = shared.stop.subscribe();
     loop {
         if *stop.borrow_and_update() {
