@@ -89,6 +89,9 @@ pub struct AccountReport {
     pub fetched: u64,
     /// Bytes of the messages spooled.
     pub bytes: u64,
+    /// Bytes received from the server, protocol and all (TLS overhead not counted): what the
+    /// link carried for this account.
+    pub wire_bytes: u64,
     /// Messages deleted from the server (confirmed by QUIT).
     pub deleted: u64,
     /// Messages left on the server for being larger than the limit: (UIDL, size).
@@ -357,6 +360,7 @@ async fn session(job: &Job<'_>, report: &mut AccountReport) -> Result<(), FetchE
     let outcome = transfer(job, &mut pop, &mut plan, &mut uncommitted, report).await;
     // Messages that arrived whole before a failure are kept: committing them now marks their
     // UIDLs seen, so the next session deletes them instead of downloading them again.
+    report.wire_bytes = pop.bytes_in();
     commit(spool, &mut uncommitted, account, &mut plan, report).await?;
     let quit_sent = outcome?;
     progress.set_phase("quit");

@@ -140,7 +140,7 @@ pub async fn run(
             record.capped.get_or_insert_with(|| why.to_string());
         }
     }
-    record.bytes_in = report.bytes();
+    record.bytes_in = report.accounts.iter().map(|a| a.wire_bytes).sum();
     let minutes = record.online_seconds / 60.0;
     let megabytes = record.bytes_in as f64 / 1e6;
     record.cost = match (link.cost_per_minute, link.cost_per_mb) {

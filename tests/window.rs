@@ -46,6 +46,11 @@ async fn link_commands_run_in_order_and_down_runs_whatever_happens() {
         "up\nhook\ndown\n"
     );
     assert_eq!(record.messages["isp"], 1);
+    assert!(
+        record.bytes_in > report.bytes(),
+        "the link carried the protocol too: {}",
+        record.bytes_in
+    );
     assert!(record.cost.unwrap() > 0.0 && record.online_seconds > 0.0);
 
     // A link that comes up but whose server never answers: no fetch, and down still runs.
