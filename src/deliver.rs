@@ -305,10 +305,12 @@ async fn deliver_one(
         }
     }
 
-    let (_, file) = spool.open_message(id)?;
-    let eight_bit = scan_eight_bit(&mut { file }).map_err(SmtpError::Spool)?;
-    let (_, file) = spool.open_message(id)?;
-    let mut body = file;
+    // Known from ingest; only an index rebuilt from the files makes us look.
+    let eight_bit = match entry.eight_bit {
+        Some(known) => known,
+        None => scan_eight_bit(&mut spool.open_message(id)?.1).map_err(SmtpError::Spool)?,
+    };
+    let (_, mut body) = spool.open_message(id)?;
     spool.set_state(id, State::Delivering)?;
 
     let transaction = match session

@@ -482,32 +482,13 @@ impl Spool {
         File::open(&queue).and_then(|d| d.sync_all()).at(&queue)?;
         let mut writes = sled::Batch::default();
         for msg in batch {
-            let entry = Entry::new(
+            index_message(
+                &mut writes,
+                &msg.header,
                 msg.size,
-                msg.header.origin.clone(),
-                msg.header.envelope.clone(),
+                Some(msg.eight_bit),
+                &msg.marks,
             );
-            writes.insert(message_key(msg.header.id), encode(&entry));
-            if let Some(uidl) = &msg.header.origin.uidl {
-                let mark = UidlMark {
-                    first_seen: msg.header.origin.arrived,
-                    size: msg.size,
-                };
-                writes.insert(
-                    uidl_key(UidlSet::Seen, &msg.header.origin.account, uidl),
-                    encode(&mark),
-                );
-            }
-            for key in &msg.marks {
-                let mark = UidlMark {
-                    first_seen: msg.header.origin.arrived,
-                    size: msg.size,
-                };
-                writes.insert(
-                    uidl_key(UidlSet::Duplicate, &msg.header.origin.account, key),
-                    encode(&mark),
-                );
-            }
         }
         self.inner.db.apply_batch(writes)?;
         self.inner.db.flush()?;
@@ -850,18 +831,8 @@ impl Spool {
                     continue;
                 }
             };
-            let entry = Entry::new(size, header.origin.clone(), header.envelope);
-            writes.insert(message_key(id), encode(&entry));
-            if let Some(uidl) = &header.origin.uidl {
-                let mark = UidlMark {
-                    first_seen: header.origin.arrived,
-                    size,
-                };
-                writes.insert(
-                    uidl_key(UidlSet::Seen, &header.origin.account, uidl),
-                    encode(&mark),
-                );
-            }
+            // The 8-bit flag is not in the file: the deliverer looks when it needs to.
+            index_message(&mut writes, &header, size, None, &[]);
             found.indexed += 1;
         }
         for item in db.scan_prefix(MESSAGE_PREFIX) {
@@ -885,6 +856,33 @@ impl Spool {
             tracing::warn!(?found, "spool recovered from an unclean stop");
         }
         Ok(found)
+    }
+}
+
+/// The index writes for one message on disk: its entry, the seen mark of its UIDL, and its
+/// duplicate marks; used by [`Spool::commit`] and by recovery alike.
+fn index_message(
+    writes: &mut sled::Batch,
+    header: &FileHeader,
+    size: u64,
+    eight_bit: Option<bool>,
+    marks: &[String],
+) {
+    let entry = Entry {
+        eight_bit,
+        ..Entry::new(size, header.origin.clone(), header.envelope.clone())
+    };
+    writes.insert(message_key(header.id), encode(&entry));
+    let mark = encode(&UidlMark {
+        first_seen: header.origin.arrived,
+        size,
+    });
+    let account = &header.origin.account;
+    if let Some(uidl) = &header.origin.uidl {
+        writes.insert(uidl_key(UidlSet::Seen, account, uidl), mark.clone());
+    }
+    for key in marks {
+        writes.insert(uidl_key(UidlSet::Duplicate, account, key), mark.clone());
     }
 }
 

@@ -211,3 +211,37 @@ fn mail_in_the_spool_is_private() {
     assert_eq!(mode(&eml), 0o600);
     assert_eq!(mode(&eml.with_extension("reason")), 0o600);
 }
+
+#[test]
+fn the_index_knows_whether_a_message_is_8bit_and_a_rebuilt_one_says_it_does_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut batch = Vec::new();
+        for body in [
+            &b"Subject: ascii\r\n\r\nx\r\n"[..],
+            "Subject: 8bit\r\n\r\n\u{e9}\r\n".as_bytes(),
+        ] {
+            let mut w = spool
+                .writer(origin(&format!("{}", body.len())), envelope)
+                .unwrap();
+            w.write(body).unwrap();
+            batch.push(w.finish().unwrap());
+        }
+        spool.commit(&batch).unwrap();
+        let flags: Vec<_> = spool
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.eight_bit)
+            .collect();
+        assert_eq!(flags, [Some(false), Some(true)]);
+    }
+    fs::remove_dir_all(dir.path().join("db")).unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    assert!(spool
+        .list()
+        .unwrap()
+        .iter()
+        .all(|(_, e)| e.eight_bit.is_none()));
+}
