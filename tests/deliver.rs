@@ -21,6 +21,14 @@ fn config(spool_dir: &Path, postfix: &Postfix, local_extra: &str, delivery: &str
     Config::parse(&text, Path::new("/")).expect("valid test config")
 }
 
+/// A Postfix accepting messages up to `size_limit`, and where a spool goes.
+fn setup(size_limit: u64) -> (Postfix, tempfile::TempDir, std::path::PathBuf) {
+    let postfix = Postfix::start(size_limit);
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    (postfix, dir, spool_dir)
+}
+
 async fn deliver(config: &Config) -> DeliveryReport {
     let spool = Spool::open(&config.spool_dir).unwrap();
     deliver_due(config, &spool).await.expect("a delivery pass")
@@ -39,9 +47,7 @@ fn spool_with(dir: &Path, messages: &[(Vec<&str>, Vec<u8>)]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_messages_arrive_byte_exact() {
-    let postfix = Postfix::start(10_240_000);
-    let dir = tempfile::tempdir().unwrap();
-    let spool_dir = dir.path().join("spool");
+    let (postfix, _dir, spool_dir) = setup(10_240_000);
     let mut originals = std::collections::HashMap::new();
     {
         let spool = Spool::open(&spool_dir).unwrap();
@@ -89,9 +95,7 @@ async fn a_thousand_messages_arrive_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_450_recipient_is_retried_and_the_others_get_the_message_once() {
-    let postfix = Postfix::start(10_240_000);
-    let dir = tempfile::tempdir().unwrap();
-    let spool_dir = dir.path().join("spool");
+    let (postfix, _dir, spool_dir) = setup(10_240_000);
     spool_with(
         &spool_dir,
         &[(
@@ -150,9 +154,7 @@ async fn a_450_recipient_is_retried_and_the_others_get_the_message_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_550_recipient_goes_to_badmail_and_the_others_are_delivered() {
-    let postfix = Postfix::start(10_240_000);
-    let dir = tempfile::tempdir().unwrap();
-    let spool_dir = dir.path().join("spool");
+    let (postfix, _dir, spool_dir) = setup(10_240_000);
     let original = message(2, "for two");
     spool_with(
         &spool_dir,
@@ -199,9 +201,7 @@ async fn a_550_recipient_goes_to_badmail_and_the_others_are_delivered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_over_the_servers_size_goes_to_badmail_unsent() {
-    let postfix = Postfix::start(50_000);
-    let dir = tempfile::tempdir().unwrap();
-    let spool_dir = dir.path().join("spool");
+    let (postfix, _dir, spool_dir) = setup(50_000);
     spool_with(
         &spool_dir,
         &[
@@ -232,9 +232,7 @@ async fn a_message_over_the_servers_size_goes_to_badmail_unsent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outage_waits_and_sends_nothing_to_badmail() {
-    let postfix = Postfix::start(10_240_000);
-    let dir = tempfile::tempdir().unwrap();
-    let spool_dir = dir.path().join("spool");
+    let (postfix, _dir, spool_dir) = setup(10_240_000);
     let messages: Vec<_> = (0..100)
         .map(|i| (vec!["ann@example.org"], message(i, "during an outage")))
         .collect();
@@ -265,9 +263,7 @@ async fn an_outage_waits_and_sends_nothing_to_badmail() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn starttls_with_the_sites_own_ca() {
-    let postfix = Postfix::start(10_240_000);
-    let dir = tempfile::tempdir().unwrap();
-    let spool_dir = dir.path().join("spool");
+    let (postfix, _dir, spool_dir) = setup(10_240_000);
     spool_with(
         &spool_dir,
         &[(vec!["ann@example.org"], message(5, "over TLS"))],
@@ -297,9 +293,7 @@ async fn starttls_with_the_sites_own_ca() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn awkward_data_arrives_intact() {
-    let postfix = Postfix::start(10_240_000);
-    let dir = tempfile::tempdir().unwrap();
-    let spool_dir = dir.path().join("spool");
+    let (postfix, _dir, spool_dir) = setup(10_240_000);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("bare-lf", b"Subject: bare lf\nMessage-ID: <lf@x>\n\nline\nline\n".to_vec()),
         ("lone-dot", b"Subject: lone dot\r\nMessage-ID: <dot@x>\r\n\r\nbefore\r\n.\r\nafter\r\n".to_vec()),
@@ -357,9 +351,7 @@ async fn awkward_data_arrives_intact() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_deferred_past_the_give_up_age_goes_to_badmail() {
-    let postfix = Postfix::start(10_240_000);
-    let dir = tempfile::tempdir().unwrap();
-    let spool_dir = dir.path().join("spool");
+    let (postfix, _dir, spool_dir) = setup(10_240_000);
     spool_with(
         &spool_dir,
         &[(
