@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use spool::{BadmailReason, QueueId, Spool, SpoolError, State, UidlSet, WindowRecord};
+use spool::{BadmailReason, Entry, QueueId, Spool, SpoolError, State, UidlSet, WindowRecord};
 
 use crate::config::Config;
 
@@ -82,96 +82,111 @@ fn reason_field(text: &str, name: &str) -> Option<String> {
     })
 }
 
-fn badmail_rows(spool: &Spool) -> Result<Vec<MessageRow>, AdminError> {
-    let dir = spool.badmail_dir();
-    let now = spool::now();
-    let mut rows = Vec::new();
-    let entries = std::fs::read_dir(&dir).map_err(|e| AdminError::Io(dir.clone(), e))?;
-    for path in entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-    {
-        let id = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let reason = std::fs::read_to_string(path.with_extension("reason")).unwrap_or_default();
-        let head = std::fs::File::open(&path)
-            .map(read_head)
-            .unwrap_or_default();
-        let replay = |name: &str| -> Vec<String> {
-            String::from_utf8_lossy(&head)
-                .lines()
-                .take_while(|l| l.starts_with("X-"))
-                .filter_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-                .collect()
-        };
-        let time: u64 = reason_field(&reason, "Time")
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(now);
-        rows.push(MessageRow {
-            id,
-            state: "badmail".into(),
-            age_seconds: now.saturating_sub(time),
-            account: reason_field(&reason, "Account").unwrap_or_default(),
-            sender: replay("X-Sender:").into_iter().next().unwrap_or_default(),
-            recipients: replay("X-Receiver:"),
-            size: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
-            subject: subject_of(&head),
-            attempts: reason_field(&reason, "Attempts")
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(0),
-            next_try: 0,
-            last_error: reason_field(&reason, "Reply"),
-        });
+/// The row of one badmail file.
+fn badmail_row(path: &std::path::Path, now: u64) -> MessageRow {
+    let id = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let reason = std::fs::read_to_string(path.with_extension("reason")).unwrap_or_default();
+    let head = std::fs::File::open(path).map(read_head).unwrap_or_default();
+    let replay = |name: &str| -> Vec<String> {
+        String::from_utf8_lossy(&head)
+            .lines()
+            .take_while(|l| l.starts_with("X-"))
+            .filter_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            .collect()
+    };
+    let time: u64 = reason_field(&reason, "Time")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(now);
+    MessageRow {
+        id,
+        state: "badmail".into(),
+        age_seconds: now.saturating_sub(time),
+        account: reason_field(&reason, "Account").unwrap_or_default(),
+        sender: replay("X-Sender:").into_iter().next().unwrap_or_default(),
+        recipients: replay("X-Receiver:"),
+        size: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        subject: subject_of(&head),
+        attempts: reason_field(&reason, "Attempts")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0),
+        next_try: 0,
+        last_error: reason_field(&reason, "Reply"),
     }
-    rows.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(rows)
+}
+
+/// The row of one queued message.
+fn queue_row(spool: &Spool, id: QueueId, e: Entry, now: u64) -> MessageRow {
+    let head = spool
+        .open_message(id)
+        .map(|(_, f)| read_head(f))
+        .unwrap_or_default();
+    MessageRow {
+        id: id.to_string(),
+        state: state_name(e.state).into(),
+        age_seconds: now.saturating_sub(e.origin.arrived),
+        account: e.origin.account,
+        sender: e.envelope.sender,
+        recipients: e.envelope.recipients,
+        size: e.size,
+        subject: subject_of(&head),
+        attempts: e.attempts,
+        next_try: e.next_try,
+        last_error: e.last_error,
+    }
 }
 
 /// Every queued message (oldest first) and every badmail file, optionally of one state only.
 pub fn list(spool: &Spool, state: Option<&str>) -> Result<Vec<MessageRow>, AdminError> {
     let now = spool::now();
-    let mut rows = Vec::new();
-    for (id, e) in spool.list()? {
-        let head = spool
-            .open_message(id)
-            .map(|(_, f)| read_head(f))
-            .unwrap_or_default();
-        rows.push(MessageRow {
-            id: id.to_string(),
-            state: state_name(e.state).into(),
-            age_seconds: now.saturating_sub(e.origin.arrived),
-            account: e.origin.account,
-            sender: e.envelope.sender,
-            recipients: e.envelope.recipients,
-            size: e.size,
-            subject: subject_of(&head),
-            attempts: e.attempts,
-            next_try: e.next_try,
-            last_error: e.last_error,
-        });
-    }
-    rows.extend(badmail_rows(spool)?);
+    let mut rows: Vec<MessageRow> = spool
+        .list()?
+        .into_iter()
+        .map(|(id, e)| queue_row(spool, id, e, now))
+        .collect();
+    let dir = spool.badmail_dir();
+    let mut badmail: Vec<MessageRow> = std::fs::read_dir(&dir)
+        .map_err(|e| AdminError::Io(dir.clone(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .map(|p| badmail_row(&p, now))
+        .collect();
+    badmail.sort_by(|a, b| a.id.cmp(&b.id));
+    rows.extend(badmail);
     if let Some(state) = state {
         rows.retain(|r| r.state == state);
     }
     Ok(rows)
 }
 
-/// One message, found in the queue or in badmail, with the path of its file.
+/// One message, found in the queue or in badmail, with the path of its file. Reads only that
+/// message, however long the queue.
 pub fn find(spool: &Spool, id: &str) -> Result<(MessageRow, PathBuf), AdminError> {
-    let row = list(spool, None)?
-        .into_iter()
-        .find(|r| r.id.eq_ignore_ascii_case(id))
-        .ok_or_else(|| AdminError::NotFound(id.into()))?;
-    let path = if row.state == "badmail" {
-        spool.badmail_dir().join(format!("{}.eml", row.id))
-    } else {
-        spool.message_path(queue_id(&row.id)?)
-    };
-    Ok((row, path))
+    let now = spool::now();
+    if let Ok(queue_id) = id.parse::<QueueId>() {
+        match spool.entry(queue_id) {
+            Ok(entry) => {
+                return Ok((
+                    queue_row(spool, queue_id, entry, now),
+                    spool.message_path(queue_id),
+                ))
+            }
+            Err(SpoolError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let file = std::path::Path::new(id)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let path = spool.badmail_dir().join(format!("{file}.eml"));
+    if file.is_empty() || !path.is_file() {
+        return Err(AdminError::NotFound(id.into()));
+    }
+    Ok((badmail_row(&path, now), path))
 }
 
 fn queue_id(id: &str) -> Result<QueueId, AdminError> {
